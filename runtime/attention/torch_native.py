@@ -1,0 +1,70 @@
+"""Torch-native attention backend: the slow, obviously correct oracle (CPU and GPU).
+
+For every request it gathers the request's K/V rows from the pool through `req_to_token` and runs
+`scaled_dot_product_attention`. Extend queries sit at positions prefix_len..seq_len-1 and see every
+key at or before their own position; decode queries see all keys.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+from sgl.runtime.attention.base import AttentionBackend
+
+if TYPE_CHECKING:
+    from sgl.runtime.forward_batch import ForwardBatch
+    from sgl.runtime.layers.attention import RadixAttention
+
+
+class TorchNativeAttnBackend(AttentionBackend):
+    def __init__(self, model_runner=None):
+        self.model_runner = model_runner
+
+    def init_forward_metadata(self, fb: "ForwardBatch") -> None:
+        # Host-side lengths are enough for the per-request loops below.
+        if fb.seq_lens_cpu is None:
+            fb.seq_lens_cpu = fb.seq_lens.tolist()
+        if fb.req_pool_indices_cpu is None:
+            fb.req_pool_indices_cpu = fb.req_pool_indices.tolist()
+
+    def _gather_kv(self, layer: "RadixAttention", fb: "ForwardBatch", i: int, seq_len: int):
+        row = fb.req_pool_indices_cpu[i]
+        slots = fb.req_to_token_pool.req_to_token[row, :seq_len].long()
+        k_buf, v_buf = fb.token_to_kv_pool.get_kv_buffer(layer.layer_id)
+        return k_buf[slots], v_buf[slots]  # [L, KVH, D]
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: "RadixAttention", prefix_len: int):
+        # q [Tq, H, D]; k, v [L, KVH, D] -> [Tq, H, D]
+        group = layer.tp_q_head_num // layer.tp_k_head_num
+        k = k.to(q.dtype).repeat_interleave(group, dim=1).transpose(0, 1)
+        v = v.to(q.dtype).repeat_interleave(group, dim=1).transpose(0, 1)
+        q = q.transpose(0, 1)
+        tq, kl = q.shape[1], k.shape[1]
+        mask = None
+        if tq > 1:
+            q_pos = torch.arange(prefix_len, prefix_len + tq, device=q.device)[:, None]
+            mask = torch.arange(kl, device=q.device)[None, :] <= q_pos
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=layer.scaling)
+        return out.transpose(0, 1)
+
+    def forward_extend(self, q, k, v, layer: "RadixAttention", fb: "ForwardBatch") -> torch.Tensor:
+        q = q.view(-1, layer.tp_q_head_num, layer.head_dim)
+        out = torch.empty_like(q)
+        start = 0
+        for i in range(fb.batch_size):
+            ext, pre = fb.extend_seq_lens_cpu[i], fb.extend_prefix_lens_cpu[i]
+            kk, vv = self._gather_kv(layer, fb, i, pre + ext)
+            out[start : start + ext] = self._attend(q[start : start + ext], kk, vv, layer, pre)
+            start += ext
+        return out.view(-1, layer.tp_q_head_num * layer.head_dim)
+
+    def forward_decode(self, q, k, v, layer: "RadixAttention", fb: "ForwardBatch") -> torch.Tensor:
+        q = q.view(-1, layer.tp_q_head_num, layer.head_dim)
+        out = torch.empty_like(q)
+        for i in range(fb.batch_size):
+            kk, vv = self._gather_kv(layer, fb, i, fb.seq_lens_cpu[i])
+            out[i : i + 1] = self._attend(q[i : i + 1], kk, vv, layer, fb.seq_lens_cpu[i] - 1)
+        return out.view(-1, layer.tp_q_head_num * layer.head_dim)

@@ -1,0 +1,95 @@
+"""ScheduleBatch: a set of requests plus the KV slots and index tensors of their next forward.
+
+`prepare_for_extend` gives each request a request slot and KV slots for its new tokens (evicting
+from the prefix cache when needed) and writes prefix + new slots into `req_to_token`.
+`prepare_for_decode` gives each request one KV slot for its last sampled token.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import torch
+
+from sgl.runtime.forward_batch import ForwardMode
+from sgl.runtime.scheduler.req import Req
+
+
+class OutOfKVMemory(RuntimeError):
+    pass
+
+
+class ScheduleBatch:
+    def __init__(self, reqs: List[Req], req_to_token_pool, token_to_kv_pool, tree_cache, device: str):
+        self.reqs = reqs
+        self.req_to_token_pool = req_to_token_pool
+        self.token_to_kv_pool = token_to_kv_pool
+        self.tree_cache = tree_cache
+        self.device = device
+        self.forward_mode = ForwardMode.DECODE
+        self.input_ids: Optional[torch.Tensor] = None
+        self.positions: Optional[torch.Tensor] = None
+        self.out_cache_loc: Optional[torch.Tensor] = None
+        self.seq_lens: List[int] = []
+        self.prefix_lens: List[int] = []
+        self.extend_lens: List[int] = []
+        self.sampling_info = None
+
+    def __len__(self) -> int:
+        return len(self.reqs)
+
+    def is_empty(self) -> bool:
+        return not self.reqs
+
+    # ---- allocation -----------------------------------------------------------------------
+    def alloc_token_slots(self, n: int) -> torch.Tensor:
+        slots = self.token_to_kv_pool.alloc(n)
+        if slots is None:
+            self.tree_cache.evict(n - self.token_to_kv_pool.available_size())
+            slots = self.token_to_kv_pool.alloc(n)
+        if slots is None:
+            raise OutOfKVMemory(f"cannot allocate {n} KV slots; available {self.token_to_kv_pool.available_size()}")
+        return slots
+
+    def prepare_for_extend(self) -> None:
+        self.forward_mode = ForwardMode.EXTEND
+        rows = self.req_to_token_pool.alloc(len(self.reqs))
+        if rows is None:
+            raise OutOfKVMemory("no free request slots")
+        self.prefix_lens = [len(r.prefix_indices) for r in self.reqs]
+        self.extend_lens = [r.extend_input_len for r in self.reqs]
+        self.seq_lens = [p + e for p, e in zip(self.prefix_lens, self.extend_lens)]
+        out_loc = self.alloc_token_slots(sum(self.extend_lens))
+        ids, pos, start = [], [], 0
+        for req, row, pre, ext in zip(self.reqs, rows, self.prefix_lens, self.extend_lens):
+            req.req_pool_idx = row
+            self.req_to_token_pool.write(row, 0, req.prefix_indices)
+            self.req_to_token_pool.write(row, pre, out_loc[start : start + ext])
+            req.kv_allocated_len = pre + ext
+            ids.extend(req.fill_ids[pre : pre + ext])
+            pos.extend(range(pre, pre + ext))
+            req.cached_tokens += max(pre - req.already_computed, 0)
+            req.already_computed = pre + ext
+            start += ext
+        self.out_cache_loc = out_loc
+        self.input_ids = torch.tensor(ids, dtype=torch.int64, device=self.device)
+        self.positions = torch.tensor(pos, dtype=torch.int64, device=self.device)
+
+    def prepare_for_decode(self) -> None:
+        self.forward_mode = ForwardMode.DECODE
+        bs = len(self.reqs)
+        out_loc = self.alloc_token_slots(bs)
+        self.seq_lens = [r.seqlen() for r in self.reqs]
+        rows = torch.tensor([r.req_pool_idx for r in self.reqs], dtype=torch.int64, device=self.device)
+        cols = torch.tensor([r.kv_allocated_len for r in self.reqs], dtype=torch.int64, device=self.device)
+        self.req_to_token_pool.req_to_token[rows, cols] = out_loc.to(torch.int32)
+        for req in self.reqs:
+            req.kv_allocated_len += 1
+        self.out_cache_loc = out_loc
+        self.input_ids = torch.tensor([r.output_ids[-1] for r in self.reqs], dtype=torch.int64, device=self.device)
+        self.positions = torch.tensor([s - 1 for s in self.seq_lens], dtype=torch.int64, device=self.device)
+        self.prefix_lens = [s - 1 for s in self.seq_lens]
+        self.extend_lens = [1] * bs
+
+    def req_pool_indices(self) -> List[int]:
+        return [r.req_pool_idx for r in self.reqs]

@@ -1,0 +1,431 @@
+"""The scheduler: continuous batching over one model runner.
+
+Each `step()` admits a prefill (extend) batch when one fits, otherwise runs one decode step for the
+running batch; then it samples, appends tokens, finishes requests (caching their KV in the prefix
+cache) and returns per-request deltas. The transport is injected: `event_loop(recv, send)` is
+used by the scheduler process, while tests and benchmarks call `handle()` and `step()` directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable, List, Optional
+
+import torch
+
+from sgl.runtime.finish_reason import FinishAbort
+from sgl.runtime.mem.chunk_cache import ChunkCache
+from sgl.runtime.mem.radix_cache import RadixCache
+from sgl.runtime.messages import (
+    AbortReq,
+    BatchTokenIDOut,
+    FlushCacheReq,
+    FlushCacheResp,
+    GetInternalStateReq,
+    GetInternalStateResp,
+    ReqOutput,
+    TokenizedGenerateReqInput,
+)
+from sgl.runtime.scheduler.admission import PrefillAdder
+from sgl.runtime.scheduler.batch import ScheduleBatch
+from sgl.runtime.scheduler.policy import SchedulePolicy
+from sgl.runtime.scheduler.req import Req
+from sgl.runtime.scheduler.sampling import BatchSampler
+from sgl.runtime.server_args import ServerArgs
+
+logger = logging.getLogger(__name__)
+
+RETRACT_DECODE_STEPS = 20
+NON_STREAM_FLUSH_EVERY = 50
+
+
+class Scheduler:
+    def __init__(self, server_args: ServerArgs, model_runner=None, tokenizer=None):
+        self.server_args = server_args
+        if model_runner is None:
+            from sgl.runtime.model_runner import ModelRunner
+
+            model_runner = ModelRunner(server_args)
+        self.model_runner = model_runner
+        self.model_config = model_runner.model_config
+        self.tokenizer = tokenizer
+        self.device = model_runner.device
+        self.req_to_token_pool = model_runner.req_to_token_pool
+        self.token_to_kv_pool = model_runner.token_to_kv_pool
+        self.max_total_num_tokens = model_runner.max_total_num_tokens
+        self.max_req_len = min(self.model_config.context_len - 1, self.max_total_num_tokens - 1)
+        self.max_req_input_len = self.max_req_len - 5
+        self.max_running_requests = min(
+            server_args.max_running_requests or self.max_total_num_tokens // 2, self.req_to_token_pool.size - 1
+        )
+        self._init_cache()
+        self.policy = SchedulePolicy(server_args.schedule_policy, self.tree_cache, server_args.random_seed)
+        self.eos_token_ids = set(self.model_config.eos_token_ids or ())
+        if tokenizer is not None and getattr(tokenizer, "eos_token_id", None) is not None:
+            self.eos_token_ids.add(tokenizer.eos_token_id)
+        self.sampler = BatchSampler(self.model_config.vocab_size, self.device, self.eos_token_ids)
+        self.waiting: List[Req] = []
+        self.running: List[Req] = []
+        self.chunked_req: Optional[Req] = None
+        self._pending_outputs: List[ReqOutput] = []  # finished outside a forward (aborts, errors)
+        self.init_new_token_ratio = min(0.7 * server_args.schedule_conservativeness, 1.0)
+        self.min_new_token_ratio = self.init_new_token_ratio * 0.14
+        self.new_token_ratio = self.init_new_token_ratio
+        self.new_token_ratio_decay = (self.init_new_token_ratio - self.min_new_token_ratio) / 600
+        self.decode_steps = 0
+        self.num_retractions = 0
+        self.last_gen_time = time.perf_counter()
+        self.last_gen_tokens = 0
+
+    def _init_cache(self) -> None:
+        if self.server_args.disable_radix_cache:
+            self.tree_cache = ChunkCache(self.req_to_token_pool, self.token_to_kv_pool)
+        else:
+            self.tree_cache = RadixCache(self.req_to_token_pool, self.token_to_kv_pool)
+        chunk = self.server_args.chunked_prefill_size
+        self.chunked_prefill_size = None if chunk is None or chunk <= 0 else chunk
+
+    # ---- input --------------------------------------------------------------------------
+    def handle(self, msg) -> Optional[object]:
+        """Handle one message; return a direct response for control messages, else None."""
+        if isinstance(msg, TokenizedGenerateReqInput):
+            self._add_request(msg)
+        elif isinstance(msg, AbortReq):
+            self.abort(msg.rid, msg.message)
+        elif isinstance(msg, FlushCacheReq):
+            return FlushCacheResp(self.flush_cache())
+        elif isinstance(msg, GetInternalStateReq):
+            return GetInternalStateResp(self.internal_state())
+        else:
+            raise ValueError(f"unknown message type {type(msg).__name__}")
+        return None
+
+    def _add_request(self, msg: TokenizedGenerateReqInput) -> None:
+        req = Req(
+            msg.rid, msg.input_ids, msg.sampling_params, msg.input_text,
+            msg.return_logprob, msg.logprob_start_len, msg.top_logprobs_num, msg.stream,
+        )
+        error = self._validate(req)
+        if error:
+            req.finished_reason = FinishAbort(error, status_code=400, err_type="BadRequestError")
+            self._pending_outputs.append(self._make_output(req))
+            return
+        sp = req.sampling_params
+        sp.max_new_tokens = min(sp.max_new_tokens, self.max_req_len - len(req.origin_input_ids) - 1)
+        self.waiting.append(req)
+
+    def _validate(self, req: Req) -> Optional[str]:
+        n = len(req.origin_input_ids)
+        if n == 0:
+            return "The input is empty"
+        if n >= self.max_req_input_len:
+            return (f"The input ({n} tokens) is longer than the model's context length "
+                    f"({self.max_req_input_len} tokens).")
+        if max(req.origin_input_ids) >= self.model_config.vocab_size or min(req.origin_input_ids) < 0:
+            return f"input_ids must be in [0, {self.model_config.vocab_size})"
+        if req.logprob_start_len >= n:
+            return f"logprob_start_len ({req.logprob_start_len}) must be smaller than the input length ({n})"
+        return None
+
+    def abort(self, rid: str, message: str = "Aborted") -> None:
+        for req in list(self.waiting):
+            if req.rid == rid:
+                self.waiting.remove(req)
+                req.finished_reason = FinishAbort(message)
+                self._pending_outputs.append(self._make_output(req))
+        for req in self.running + ([self.chunked_req] if self.chunked_req else []):
+            if req.rid == rid:
+                req.to_abort = message
+
+    # ---- the loop -----------------------------------------------------------------------
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running or self.chunked_req or self._pending_outputs)
+
+    def step(self) -> List[ReqOutput]:
+        """One scheduling iteration; returns the per-request updates to send."""
+        outputs, self._pending_outputs = self._pending_outputs, []
+        batch = self._get_new_prefill_batch()
+        if batch is not None:
+            outputs += self._run_extend(batch)
+        elif self.running:
+            outputs += self._run_decode()
+        return outputs
+
+    def event_loop(self, recv: Callable[[], list], send: Callable[[object], None], idle_wait: Callable[[], None]) -> None:
+        while True:
+            for msg in recv():
+                resp = self.handle(msg)
+                if resp is not None:
+                    send(resp)
+            if not self.has_work():
+                idle_wait()
+                continue
+            outputs = self.step()
+            if outputs:
+                send(BatchTokenIDOut(outputs))
+
+    # ---- prefill ------------------------------------------------------------------------
+    def _get_new_prefill_batch(self) -> Optional[ScheduleBatch]:
+        if not self.waiting and self.chunked_req is None:
+            return None
+        if len(self.running) >= self.max_running_requests and self.chunked_req is None:
+            return None
+        self.policy.calc_priority(self.waiting)
+        adder = PrefillAdder(self, self._reserved_decode_tokens())
+        if self.chunked_req is not None:
+            if not adder.add_chunked_req(self.chunked_req):
+                return None  # wait for decodes to free memory
+            self.chunked_req = None
+        for req in list(self.waiting):
+            if len(self.running) + len(adder.can_run) >= self.max_running_requests:
+                break
+            if not adder.add_one_req(req):
+                break
+        if not adder.can_run:
+            return None
+        for req in adder.can_run:
+            if req in self.waiting:
+                self.waiting.remove(req)
+        batch = ScheduleBatch(adder.can_run, self.req_to_token_pool, self.token_to_kv_pool, self.tree_cache, self.device)
+        batch.prepare_for_extend()
+        self._log_prefill(batch, adder)
+        return batch
+
+    def _reserved_decode_tokens(self) -> float:
+        return sum(min(r.remaining_new_tokens(), 4096) for r in self.running) * self.new_token_ratio
+
+    def _run_extend(self, batch: ScheduleBatch) -> List[ReqOutput]:
+        logits = self.model_runner.forward(batch)
+        partial = [req.is_chunked > 0 for req in batch.reqs]
+        sample = self.sampler.sample(batch.reqs, logits.next_token_logits, skip=partial)
+        outputs = []
+        for i, req in enumerate(batch.reqs):
+            if partial[i]:
+                self._finish_chunk_round(req)
+                continue
+            self._record_input_logprobs(req, logits.input_logits[i])
+            if req.sampling_params.max_new_tokens > 0 and not req.to_abort:
+                self._append_token(req, sample, i)
+            outputs += self._after_token(req)
+        self.running += [r for r in batch.reqs if not r.finished() and not r.is_chunked]
+        return outputs
+
+    def _finish_chunk_round(self, req: Req) -> None:
+        if req.to_abort:
+            req.finished_reason = FinishAbort(req.to_abort)
+            self.tree_cache.cache_finished_req(req)
+            self._pending_outputs.append(self._make_output(req))
+            return
+        self.tree_cache.cache_unfinished_req(req)
+        self.req_to_token_pool.free(req.req_pool_idx)
+        req.req_pool_idx = None
+        self.chunked_req = req
+
+    # ---- decode -------------------------------------------------------------------------
+    def _run_decode(self) -> List[ReqOutput]:
+        self._ensure_decode_memory()
+        batch = ScheduleBatch(self.running, self.req_to_token_pool, self.token_to_kv_pool, self.tree_cache, self.device)
+        batch.prepare_for_decode()
+        logits = self.model_runner.forward(batch)
+        sample = self.sampler.sample(batch.reqs, logits.next_token_logits)
+        outputs = []
+        for i, req in enumerate(batch.reqs):
+            self._append_token(req, sample, i)
+            outputs += self._after_token(req)
+        self.running = [r for r in self.running if not r.finished()]
+        self.decode_steps += 1
+        self.new_token_ratio = max(self.new_token_ratio - self.new_token_ratio_decay, self.min_new_token_ratio)
+        self._log_decode(len(batch.reqs))
+        return outputs
+
+    def _ensure_decode_memory(self) -> None:
+        need = len(self.running)
+        if self.token_to_kv_pool.available_size() < need:
+            self.tree_cache.evict(need - self.token_to_kv_pool.available_size())
+        if self.token_to_kv_pool.available_size() >= need:
+            return
+        retracted = self._retract()
+        old = self.new_token_ratio
+        total_max_new = sum(r.sampling_params.max_new_tokens for r in self.running) or 1
+        decoded = sum(len(r.output_ids) for r in self.running)
+        self.new_token_ratio = min(1.0, (decoded + RETRACT_DECODE_STEPS * len(self.running)) / total_max_new)
+        logger.info("Decode out of memory happened. #retracted_reqs: %d, #new_token_ratio: %.4f -> %.4f",
+                    len(retracted), old, self.new_token_ratio)
+
+    def _retract(self) -> List[Req]:
+        """Send the requests with the least progress back to the queue until decode fits."""
+        order = sorted(self.running, key=lambda r: (len(r.output_ids), -len(r.origin_input_ids)), reverse=True)
+        retracted = []
+        while len(order) > 1 and not self._decode_fits(len(order)):
+            req = order.pop()
+            self._release_for_retract(req)
+            retracted.append(req)
+        self.running = order
+        self.waiting = retracted + self.waiting
+        self.num_retractions += len(retracted)
+        if self.token_to_kv_pool.available_size() < len(order):
+            raise RuntimeError("KV pool too small for a single request; lower --max-running-requests or raise memory")
+        return retracted
+
+    def _decode_fits(self, n: int) -> bool:
+        free = self.token_to_kv_pool.available_size() + self.tree_cache.evictable_size()
+        if free < n * RETRACT_DECODE_STEPS:
+            return False
+        self.tree_cache.evict(max(n - self.token_to_kv_pool.available_size(), 0))
+        return True
+
+    def _release_for_retract(self, req: Req) -> None:
+        slots = self.req_to_token_pool.req_to_token[req.req_pool_idx, : req.kv_allocated_len].to(torch.int64)
+        own_from = len(req.prefix_indices) if not self.tree_cache.disable else 0
+        self.token_to_kv_pool.free(slots[own_from:])
+        self.tree_cache.dec_lock_ref(req.last_node)
+        self.req_to_token_pool.free(req.req_pool_idx)
+        req.reset_for_retract()
+
+    # ---- results ------------------------------------------------------------------------
+    def _append_token(self, req: Req, sample, i: int) -> None:
+        token = int(sample.next_token_ids[i])
+        req.output_ids.append(token)
+        if req.return_logprob:
+            req.output_token_logprobs.append((sample.logprob(i), token))
+            if req.top_logprobs_num > 0:
+                req.output_top_logprobs.append(sample.top_logprobs(i, req.top_logprobs_num))
+
+    def _after_token(self, req: Req) -> List[ReqOutput]:
+        req.check_finished(self.eos_token_ids, self.tokenizer)
+        if req.finished():
+            self.tree_cache.cache_finished_req(req)
+            return [self._make_output(req)]
+        n = len(req.output_ids)
+        due = n % self.server_args.stream_interval == 0 if req.stream else n % NON_STREAM_FLUSH_EVERY == 0
+        return [self._make_output(req)] if due else []
+
+    def _record_input_logprobs(self, req: Req, input_logits: Optional[torch.Tensor]) -> None:
+        if not req.return_logprob or req.input_token_logprobs is not None:
+            return
+        start = req.logprob_start_len
+        ids = req.origin_input_ids
+        targets = ids[start + 1 :]
+        entries, tops = [], []
+        if input_logits is not None and targets:
+            lp = torch.log_softmax(input_logits.float(), dim=-1)
+            chosen = lp[torch.arange(len(targets)), torch.tensor(targets)].tolist()
+            entries = list(zip(chosen, targets))
+            if req.top_logprobs_num > 0:
+                vals, idx = lp.topk(req.top_logprobs_num, dim=-1)
+                tops = [list(zip(v, t)) for v, t in zip(vals.tolist(), idx.tolist())]
+        if start == 0:
+            entries = [(None, ids[0])] + entries
+            tops = [None] + tops
+        req.input_token_logprobs = entries
+        req.input_top_logprobs = tops if req.top_logprobs_num > 0 else None
+
+    def _make_output(self, req: Req) -> ReqOutput:
+        sp = req.sampling_params
+        new_ids = req.output_ids[req.send_offset :]
+        req.send_offset = len(req.output_ids)
+        out = ReqOutput(
+            rid=req.rid,
+            new_output_ids=new_ids,
+            finished_reason=req.finished_reason,
+            prompt_tokens=len(req.origin_input_ids),
+            completion_tokens=len(req.output_ids),
+            cached_tokens=req.cached_tokens,
+            skip_special_tokens=getattr(sp, "skip_special_tokens", True),
+            spaces_between_special_tokens=getattr(sp, "spaces_between_special_tokens", True),
+            no_stop_trim=getattr(sp, "no_stop_trim", False),
+            stop_strs=list(getattr(sp, "stop_strs", None) or []),
+        )
+        if req.return_logprob:
+            self._attach_logprobs(req, out)
+        return out
+
+    def _attach_logprobs(self, req: Req, out: ReqOutput) -> None:
+        if req.send_logprob_offset == 0 and req.input_token_logprobs is not None:
+            out.input_token_logprobs = req.input_token_logprobs
+            out.input_top_logprobs = req.input_top_logprobs
+        start = req.send_logprob_offset
+        out.output_token_logprobs = req.output_token_logprobs[start:]
+        if req.top_logprobs_num > 0:
+            out.output_top_logprobs = req.output_top_logprobs[start:]
+        req.send_logprob_offset = max(len(req.output_token_logprobs), 1 if req.input_token_logprobs is not None else 0)
+
+    # ---- control ------------------------------------------------------------------------
+    def flush_cache(self) -> bool:
+        if self.waiting or self.running or self.chunked_req:
+            logger.warning("Cache not flushed because there are pending requests.")
+            return False
+        self.tree_cache.reset()
+        self.req_to_token_pool.clear()
+        self.token_to_kv_pool.clear()
+        self.sampler.reset()
+        return True
+
+    def owned_slots(self) -> int:
+        """KV slots held by requests and not by the prefix cache."""
+        owned = 0
+        for req in self.running:
+            owned += req.kv_allocated_len - (0 if self.tree_cache.disable else len(req.prefix_indices))
+        if self.chunked_req is not None and self.tree_cache.disable:
+            owned += len(self.chunked_req.prefix_indices)
+        return owned
+
+    def check_integrity(self) -> None:
+        """free + cached + in use == total; the tree's own counters are consistent."""
+        self.tree_cache.check_integrity()
+        free = self.token_to_kv_pool.available_size()
+        cached = self.tree_cache.total_size()
+        used = self.owned_slots()
+        total = self.max_total_num_tokens
+        assert free + cached + used == total, f"KV leak: free {free} + cached {cached} + in use {used} != {total}"
+        if not self.running and not self.chunked_req:
+            assert self.tree_cache.protected_size() == 0, "locked cache nodes with no running request"
+            assert self.req_to_token_pool.available_size() == self.req_to_token_pool.size, "request slots leaked"
+
+    def internal_state(self) -> dict:
+        try:
+            self.check_integrity()
+            integrity = "ok"
+        except AssertionError as e:
+            integrity = f"error: {e}"
+        return {
+            "max_total_num_tokens": self.max_total_num_tokens,
+            "max_req_input_len": self.max_req_input_len,
+            "max_running_requests": self.max_running_requests,
+            "available_kv_tokens": self.token_to_kv_pool.available_size(),
+            "cached_tokens": self.tree_cache.total_size(),
+            "evictable_tokens": self.tree_cache.evictable_size(),
+            "num_running_reqs": len(self.running),
+            "num_waiting_reqs": len(self.waiting),
+            "num_retractions": self.num_retractions,
+            "kv_integrity": integrity,
+        }
+
+    # ---- logging ------------------------------------------------------------------------
+    def _token_usage(self) -> float:
+        free = self.token_to_kv_pool.available_size() + self.tree_cache.evictable_size()
+        return 1.0 - free / self.max_total_num_tokens
+
+    def _log_prefill(self, batch: ScheduleBatch, adder: "PrefillAdder") -> None:
+        new_tokens = sum(batch.extend_lens)
+        cached = sum(batch.prefix_lens)
+        hit = cached / max(cached + new_tokens, 1)
+        logger.info(
+            "Prefill batch. #new-seq: %d, #new-token: %d, #cached-token: %d, cache hit rate: %.2f%%, "
+            "token usage: %.2f, #running-req: %d, #queue-req: %d",
+            len(batch), new_tokens, cached, 100 * hit, self._token_usage(), len(self.running), len(self.waiting),
+        )
+
+    def _log_decode(self, bs: int) -> None:
+        self.last_gen_tokens += bs
+        if self.decode_steps % self.server_args.decode_log_interval:
+            return
+        now = time.perf_counter()
+        throughput = self.last_gen_tokens / max(now - self.last_gen_time, 1e-9)
+        self.last_gen_time, self.last_gen_tokens = now, 0
+        logger.info(
+            "Decode batch. #running-req: %d, #token: %d, token usage: %.2f, gen throughput (token/s): %.2f, #queue-req: %d",
+            bs, sum(r.seqlen() for r in self.running), self._token_usage(), throughput, len(self.waiting),
+        )
+
