@@ -1,0 +1,137 @@
+"""Rotary position embeddings (RoPE) with default, linear and llama3 frequency scaling.
+
+cos/sin are computed from the positions on every call instead of read from a table sized
+max_position: the cost is small next to attention, nothing breaks when the context length is
+raised past the trained window, and no buffer is down-cast when a model changes dtype.
+Angles are formed in float64: in float32, position * inv_freq loses ~1e-3 rad by position 8k and
+~0.1 rad by 1M, which long contexts notice; the cost is a [T, rotary_dim/2] elementwise op.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Dict, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+
+def default_inv_freq(rotary_dim: int, base: float) -> torch.Tensor:
+    exponents = torch.arange(0, rotary_dim, 2, dtype=torch.float64) / rotary_dim
+    return 1.0 / (base**exponents)
+
+
+def llama3_inv_freq(inv_freq: torch.Tensor, scaling: dict) -> torch.Tensor:
+    """Llama 3.1 scaling: long wavelengths slowed by `factor`, short ones kept, a smooth ramp between."""
+    factor = float(scaling["factor"])
+    low, high = float(scaling["low_freq_factor"]), float(scaling["high_freq_factor"])
+    original = float(scaling["original_max_position_embeddings"])
+    wavelen = 2 * math.pi / inv_freq
+    smooth = ((original / wavelen - low) / (high - low)).clamp(0.0, 1.0)
+    blended = (1 - smooth) * inv_freq / factor + smooth * inv_freq
+    scaled = torch.where(wavelen > original / low, inv_freq / factor, blended)
+    return torch.where(wavelen < original / high, inv_freq, scaled)
+
+
+def scaled_inv_freq(rotary_dim: int, base: float, rope_scaling: Optional[dict]) -> torch.Tensor:
+    inv_freq = default_inv_freq(rotary_dim, base)
+    kind = rope_type(rope_scaling)
+    if kind == "default":
+        return inv_freq
+    if kind == "linear":
+        return inv_freq / float(rope_scaling["factor"])
+    if kind == "llama3":
+        return llama3_inv_freq(inv_freq, rope_scaling)
+    raise ValueError(f"rope scaling type {kind!r} is not supported (supported: default, linear, llama3)")
+
+
+def rope_type(rope_scaling: Optional[dict]) -> str:
+    if not rope_scaling:
+        return "default"
+    return rope_scaling.get("rope_type") or rope_scaling.get("type") or "default"
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotates the first `rotary_dim` channels of each head of flat q [T, H*D] and k [T, KVH*D]."""
+
+    def __init__(self, head_size: int, rotary_dim: int, max_position: int, base: float,
+                 rope_scaling: Optional[dict] = None, is_neox_style: bool = True,
+                 freq_factors: Optional[Sequence[float]] = None):
+        super().__init__()
+        if rotary_dim > head_size or rotary_dim % 2:
+            raise ValueError(f"rotary_dim must be even and <= head_size {head_size}, got {rotary_dim}")
+        self.head_size, self.rotary_dim = head_size, rotary_dim
+        self.max_position, self.base, self.is_neox_style = max_position, base, is_neox_style
+        inv_freq = scaled_inv_freq(rotary_dim, base, rope_scaling)
+        if freq_factors is not None:
+            inv_freq = _divide_by_factors(inv_freq, freq_factors)
+        self._inv_freq: Dict[torch.device, torch.Tensor] = {torch.device("cpu"): inv_freq}
+
+    def inv_freq(self, device: torch.device) -> torch.Tensor:
+        """float64 inverse frequencies [rotary_dim // 2] on `device`."""
+        # kept out of the module's buffers so `.to(dtype)` can never round it; copied per device once
+        if device not in self._inv_freq:
+            self._inv_freq[device] = self._inv_freq[torch.device("cpu")].to(device)
+        return self._inv_freq[device]
+
+    def cos_sin(self, positions: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin of shape [T, rotary_dim // 2], float32."""
+        angles = positions.double().unsqueeze(-1) * self.inv_freq(positions.device)
+        return angles.cos().float(), angles.sin().float()
+
+    def forward(self, positions: torch.Tensor, query: torch.Tensor, key: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        cos, sin = self.cos_sin(positions)
+        return self._rotate(query, cos, sin), self._rotate(key, cos, sin)
+
+    def _rotate(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        heads = x.reshape(x.shape[0], -1, self.head_size)
+        rot = heads[..., : self.rotary_dim].float()
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        if self.is_neox_style:
+            x1, x2 = rot.chunk(2, dim=-1)
+            rotated = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+        else:  # GPT-J style: channel pairs (0,1), (2,3), ...
+            x1, x2 = rot[..., 0::2], rot[..., 1::2]
+            rotated = torch.stack((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).flatten(-2)
+        out = torch.cat((rotated.to(x.dtype), heads[..., self.rotary_dim :]), dim=-1)
+        return out.reshape(x.shape)
+
+    def extra_repr(self) -> str:
+        return f"head_size={self.head_size}, rotary_dim={self.rotary_dim}, base={self.base}, neox={self.is_neox_style}"
+
+
+def _divide_by_factors(inv_freq: torch.Tensor, freq_factors: Sequence[float]) -> torch.Tensor:
+    factors = torch.tensor(list(freq_factors), dtype=torch.float64)
+    if factors.shape != inv_freq.shape:
+        raise ValueError(f"rope freq_factors must have {inv_freq.numel()} entries, got {factors.numel()}")
+    return inv_freq / factors
+
+
+_ROPE_CACHE: Dict[str, RotaryEmbedding] = {}
+
+
+def get_rope(head_size: int, rotary_dim: int, max_position: int, base: float, rope_scaling: Optional[dict] = None,
+             is_neox_style: bool = True, freq_factors: Optional[Sequence[float]] = None) -> RotaryEmbedding:
+    """A RotaryEmbedding shared by every layer (and model) asking for the same settings."""
+    key = json.dumps([head_size, rotary_dim, max_position, base, _scaling_key(rope_scaling), is_neox_style,
+                      list(freq_factors) if freq_factors is not None else None])
+    if key not in _ROPE_CACHE:
+        _ROPE_CACHE[key] = RotaryEmbedding(head_size, rotary_dim, max_position, base, rope_scaling, is_neox_style, freq_factors)
+    return _ROPE_CACHE[key]
+
+
+def _scaling_key(rope_scaling: Optional[dict]) -> Optional[dict]:
+    # HF (v5) folds rope_theta into the same dict; only the scaling fields identify a rope
+    if rope_type(rope_scaling) == "default":
+        return None
+    return {k: v for k, v in sorted(rope_scaling.items()) if k != "rope_theta"}
+
+
+def rope_params(config) -> Tuple[float, Optional[dict]]:
+    """(rope theta, scaling dict or None) from a HF config of either style: transformers 4
+    (`rope_theta` + `rope_scaling`) or 5 (`rope_parameters`, which also holds the theta)."""
+    params = getattr(config, "rope_parameters", None) or {}
+    scaling = getattr(config, "rope_scaling", None) or params
+    theta = getattr(config, "rope_theta", None) or params.get("rope_theta") or 10000.0
+    return float(theta), (dict(scaling) if rope_type(scaling) != "default" else None)

@@ -1,0 +1,161 @@
+"""Llama-family decoder (Llama 2 / 3 / 3.1 / 3.2, Mistral, SmolLM, and Qwen2 through `qwen2.py`).
+
+Parameter names follow HF's except for the fused projections: q/k/v -> `qkv_proj`, gate/up ->
+`gate_up_proj`; `load_weights` maps checkpoint names onto them.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Optional, Set, Tuple
+
+import torch
+from torch import nn
+from transformers import PretrainedConfig
+
+from sgl.runtime.forward_batch import ForwardBatch
+from sgl.runtime.layers.activation import SiluAndMul
+from sgl.runtime.layers.attention import RadixAttention
+from sgl.runtime.layers.embedding import ParallelLMHead, VocabParallelEmbedding
+from sgl.runtime.layers.layernorm import RMSNorm
+from sgl.runtime.layers.linear import MergedColumnParallelLinear, QKVParallelLinear, RowParallelLinear, default_weight_loader
+from sgl.runtime.layers.logits import LogitsProcessor
+from sgl.runtime.layers.rotary import get_rope, rope_params
+
+# (fused parameter, checkpoint name, shard id)
+STACKED_PARAMS = (
+    (".qkv_proj", ".q_proj", "q"),
+    (".qkv_proj", ".k_proj", "k"),
+    (".qkv_proj", ".v_proj", "v"),
+    (".gate_up_proj", ".gate_proj", 0),
+    (".gate_up_proj", ".up_proj", 1),
+)
+# checkpoint entries that are derived state, not weights
+IGNORED_SUFFIXES = ("rotary_emb.inv_freq", "rotary_emb.cos_cached", "rotary_emb.sin_cached")
+
+
+class LlamaMLP(nn.Module):
+    def __init__(self, hidden_size: int, intermediate_size: int, hidden_act: str = "silu", bias: bool = False):
+        super().__init__()
+        if hidden_act != "silu":
+            raise ValueError(f"hidden_act {hidden_act!r} is not supported; only silu")
+        self.gate_up_proj = MergedColumnParallelLinear(hidden_size, [intermediate_size] * 2, bias=bias)
+        self.down_proj = RowParallelLinear(intermediate_size, hidden_size, bias=bias)
+        self.act_fn = SiluAndMul()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.act_fn(self.gate_up_proj(x)))
+
+
+class LlamaAttention(nn.Module):
+    def __init__(self, config: PretrainedConfig, layer_id: int, qkv_bias: bool):
+        super().__init__()
+        heads = config.num_attention_heads
+        kv_heads = getattr(config, "num_key_value_heads", None) or heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        self.qkv_proj = QKVParallelLinear(config.hidden_size, head_dim, heads, kv_heads, bias=qkv_bias)
+        self.o_proj = RowParallelLinear(heads * head_dim, config.hidden_size, bias=False)
+        self.q_size, self.kv_size = self.qkv_proj.q_size, self.qkv_proj.kv_size
+        theta, scaling = rope_params(config)
+        self.rotary_emb = get_rope(head_dim, head_dim, config.max_position_embeddings, theta, scaling,
+                                   freq_factors=getattr(config, "rope_freq_factors", None))
+        self.attn = RadixAttention(self.qkv_proj.num_heads, head_dim, head_dim**-0.5, self.qkv_proj.num_kv_heads, layer_id)
+
+    def forward(self, positions: torch.Tensor, hidden_states: torch.Tensor, forward_batch: ForwardBatch) -> torch.Tensor:
+        q, k, v = self.qkv_proj(hidden_states).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        # a backend that applies RoPE itself (HiP) needs the keys un-rotated
+        if not forward_batch.attn_backend.applies_rope:
+            q, k = self.rotary_emb(positions, q, k)
+        return self.o_proj(self.attn(q, k, v, forward_batch))
+
+
+class LlamaDecoderLayer(nn.Module):
+    def __init__(self, config: PretrainedConfig, layer_id: int, qkv_bias: bool):
+        super().__init__()
+        self.self_attn = LlamaAttention(config, layer_id, qkv_bias)
+        self.mlp = LlamaMLP(config.hidden_size, config.intermediate_size, getattr(config, "hidden_act", "silu"),
+                            getattr(config, "mlp_bias", False))
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def forward(self, positions: torch.Tensor, hidden_states: torch.Tensor, forward_batch: ForwardBatch,
+                residual: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+        if residual is None:
+            residual, hidden_states = hidden_states, self.input_layernorm(hidden_states)
+        else:
+            hidden_states, residual = self.input_layernorm(hidden_states, residual)
+        hidden_states = self.self_attn(positions, hidden_states, forward_batch)
+        hidden_states, residual = self.post_attention_layernorm(hidden_states, residual)
+        return self.mlp(hidden_states), residual
+
+
+class LlamaModel(nn.Module):
+    def __init__(self, config: PretrainedConfig, qkv_bias: bool):
+        super().__init__()
+        self.embed_tokens = VocabParallelEmbedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(LlamaDecoderLayer(config, i, qkv_bias) for i in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, forward_batch: ForwardBatch,
+                input_embeds: Optional[torch.Tensor] = None) -> torch.Tensor:
+        hidden_states = self.embed_tokens(input_ids) if input_embeds is None else input_embeds
+        residual = None
+        for layer in self.layers:
+            hidden_states, residual = layer(positions, hidden_states, forward_batch, residual)
+        hidden_states, _ = self.norm(hidden_states, residual)
+        return hidden_states
+
+
+class LlamaForCausalLM(nn.Module):
+    #: None: take `config.attention_bias` (plain Llama has none; Qwen2 forces True)
+    qkv_bias: Optional[bool] = None
+
+    def __init__(self, config: PretrainedConfig, quant_config: object = None):
+        super().__init__()
+        if quant_config is not None:
+            raise ValueError("quantized layers are not supported yet; pass quant_config=None")
+        self.config = config
+        qkv_bias = self.qkv_bias if self.qkv_bias is not None else bool(getattr(config, "attention_bias", False))
+        self.model = LlamaModel(config, qkv_bias)
+        self.tie_word_embeddings = bool(getattr(config, "tie_word_embeddings", False))
+        # tied: the same module, so device/dtype moves keep a single tensor
+        self.lm_head = self.model.embed_tokens if self.tie_word_embeddings else ParallelLMHead(config.vocab_size, config.hidden_size)
+        self.logits_processor = LogitsProcessor(config.vocab_size)
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, forward_batch: ForwardBatch,
+                input_embeds: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """input_ids, positions [T] -> final-normed hidden states [T, hidden]."""
+        return self.model(input_ids, positions, forward_batch, input_embeds)
+
+    def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """hidden [N, hidden] -> float32 logits [N, vocab]."""
+        return self.logits_processor(hidden_states, self.lm_head)
+
+    def load_weights(self, weights: Iterable[Tuple[str, torch.Tensor]]) -> Set[str]:
+        """Copy HF-named checkpoint tensors into the (fused) parameters; returns the parameter
+        names that received data. ValueError on names the model does not have."""
+        params = dict(self.named_parameters(remove_duplicate=False))
+        loaded: Set[str] = set()
+        for name, tensor in weights:
+            if name.endswith(IGNORED_SUFFIXES) or (self.tie_word_embeddings and name == "lm_head.weight"):
+                continue
+            param_name, shard_id = _fused_name(name)
+            if param_name not in params:
+                raise ValueError(f"checkpoint tensor {name!r} has no matching parameter in {type(self).__name__}")
+            param = params[param_name]
+            getattr(param, "weight_loader", default_weight_loader)(param, tensor, shard_id)
+            loaded.add(param_name)
+        return loaded
+
+
+def _fused_name(name: str) -> Tuple[str, object]:
+    for fused, part, shard_id in STACKED_PARAMS:
+        if part in name:
+            return name.replace(part, fused), shard_id
+    return name, None
+
+
+class MistralForCausalLM(LlamaForCausalLM):
+    """Mistral is the Llama architecture (sliding-window attention is not applied)."""
+
+
+EntryClass = [LlamaForCausalLM, MistralForCausalLM]

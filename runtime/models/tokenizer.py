@@ -1,0 +1,52 @@
+"""get_tokenizer: a transformers fast tokenizer from a local HF directory or a GGUF file's metadata.
+
+Only local files are read (`local_files_only=True`): a path that does not exist is an error here,
+because transformers would otherwise take it for a hub repo id.
+"""
+
+from __future__ import annotations
+
+import os
+
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from sgl.runtime.model_config import resolve_builtin_config
+from sgl.runtime.models.gguf_file import gguf_field, is_gguf_file, open_gguf
+
+TOKENIZER_MODES = ("auto", "slow")
+
+
+def get_tokenizer(tokenizer_path: str, tokenizer_mode: str = "auto", trust_remote_code: bool = False,
+                  **kwargs) -> PreTrainedTokenizerBase:
+    """The tokenizer (with its chat template) for a local directory or .gguf file."""
+    if tokenizer_mode not in TOKENIZER_MODES:
+        raise ValueError(f"tokenizer_mode must be one of {list(TOKENIZER_MODES)}, got {tokenizer_mode!r}")
+    if tokenizer_path and not os.path.exists(tokenizer_path) and resolve_builtin_config(tokenizer_path):
+        raise ValueError(f"{tokenizer_path!r} is a built-in config without a tokenizer: pass --tokenizer-path or --skip-tokenizer-init")
+    if not tokenizer_path or not os.path.exists(tokenizer_path):
+        raise ValueError(f"tokenizer path {tokenizer_path!r} does not exist: expected a local directory or .gguf file")
+    if os.path.isfile(tokenizer_path):
+        return _gguf_tokenizer(tokenizer_path, **kwargs)
+    return _dir_tokenizer(tokenizer_path, tokenizer_mode, trust_remote_code, **kwargs)
+
+
+def _gguf_tokenizer(path: str, **kwargs) -> PreTrainedTokenizerBase:
+    if not is_gguf_file(path):
+        raise ValueError(f"tokenizer file {path!r} is not a GGUF file; pass a directory or a .gguf file")
+    directory, name = os.path.split(os.path.abspath(path))
+    tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name, local_files_only=True, **kwargs)
+    if not tokenizer.chat_template:
+        # older transformers drop the template during GGUF conversion; it is plain metadata
+        tokenizer.chat_template = gguf_field(open_gguf(path), "tokenizer.chat_template", None)
+    return tokenizer
+
+
+def _dir_tokenizer(path: str, mode: str, trust_remote_code: bool, **kwargs) -> PreTrainedTokenizerBase:
+    try:
+        return AutoTokenizer.from_pretrained(path, use_fast=mode != "slow", trust_remote_code=trust_remote_code,
+                                             local_files_only=True, **kwargs)
+    except (OSError, ValueError, TypeError) as e:
+        raise ValueError(
+            f"cannot load a tokenizer from {path!r} ({e}); a config-only directory has none: "
+            "pass --tokenizer-path or --skip-tokenizer-init"
+        ) from e
