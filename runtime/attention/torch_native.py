@@ -29,6 +29,8 @@ class TorchNativeAttnBackend(AttentionBackend):
             fb.seq_lens_cpu = fb.seq_lens.tolist()
         if fb.req_pool_indices_cpu is None:
             fb.req_pool_indices_cpu = fb.req_pool_indices.tolist()
+        if fb.forward_mode.is_decode():
+            fb.attn_metadata = _DecodeMeta(fb)
 
     def _gather_kv(self, layer: "RadixAttention", fb: "ForwardBatch", i: int, seq_len: int):
         row = fb.req_pool_indices_cpu[i]
@@ -62,9 +64,23 @@ class TorchNativeAttnBackend(AttentionBackend):
         return out.view(-1, layer.tp_q_head_num * layer.head_dim)
 
     def forward_decode(self, q, k, v, layer: "RadixAttention", fb: "ForwardBatch") -> torch.Tensor:
-        q = q.view(-1, layer.tp_q_head_num, layer.head_dim)
-        out = torch.empty_like(q)
-        for i in range(fb.batch_size):
-            kk, vv = self._gather_kv(layer, fb, i, fb.seq_lens_cpu[i])
-            out[i : i + 1] = self._attend(q[i : i + 1], kk, vv, layer, fb.seq_lens_cpu[i] - 1)
-        return out.view(-1, layer.tp_q_head_num * layer.head_dim)
+        """All requests at once: keys padded to the longest sequence and masked."""
+        meta = fb.attn_metadata
+        k_buf, v_buf = fb.token_to_kv_pool.get_kv_buffer(layer.layer_id)
+        group = layer.tp_q_head_num // layer.tp_k_head_num
+        kk = k_buf[meta.slots].to(q.dtype).repeat_interleave(group, dim=2).transpose(1, 2)  # [bs, H, L, D]
+        vv = v_buf[meta.slots].to(q.dtype).repeat_interleave(group, dim=2).transpose(1, 2)
+        qq = q.view(-1, layer.tp_q_head_num, 1, layer.head_dim)
+        out = F.scaled_dot_product_attention(qq, kk, vv, attn_mask=meta.mask, scale=layer.scaling)
+        return out.reshape(-1, layer.tp_q_head_num * layer.head_dim)
+
+
+class _DecodeMeta:
+    """Padded KV slot indices [bs, max_len] and the validity mask [bs, 1, 1, max_len]."""
+
+    def __init__(self, fb: "ForwardBatch"):
+        max_len = max(fb.seq_lens_cpu)
+        rows = fb.req_to_token_pool.req_to_token[fb.req_pool_indices, :max_len].long()
+        valid = torch.arange(max_len, device=rows.device)[None, :] < fb.seq_lens[:, None]
+        self.slots = torch.where(valid, rows, torch.zeros_like(rows))  # padding reads the dummy slot 0
+        self.mask = valid[:, None, None, :]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import itertools
 import json
 import logging
@@ -135,10 +136,13 @@ def main(argv: Optional[List[str]] = None) -> List[Result]:
     run_sgl(sched, max(args.batch_size), min(args.input_len), args.warmup_steps)  # warm-up
     results = [run_sgl(sched, bs, il, ol) for bs, il, ol in sweep]
     if args.hf_baseline:
-        mr = sched.model_runner
-        del sched
-        model = build_hf_model(mr.model_config, mr.device, mr.dtype)
-        results += [run_hf(mr.model_config, mr.device, mr.dtype, bs, il, ol, model) for bs, il, ol in sweep]
+        cfg, device, dtype = sched.model_config, sched.device, sched.model_runner.dtype
+        del sched  # free our weights and KV pool before HF allocates its own
+        gc.collect()
+        if device == "cuda":
+            torch.cuda.empty_cache()
+        model = build_hf_model(cfg, device, dtype)
+        results += [run_hf(cfg, device, dtype, bs, il, ol, model) for bs, il, ol in sweep]
     print_table(results)
     if args.result_filename:
         with open(args.result_filename, "a") as f:

@@ -6,7 +6,10 @@ because transformers would otherwise take it for a hub repo id.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
+from typing import Optional
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
@@ -33,12 +36,41 @@ def get_tokenizer(tokenizer_path: str, tokenizer_mode: str = "auto", trust_remot
 def _gguf_tokenizer(path: str, **kwargs) -> PreTrainedTokenizerBase:
     if not is_gguf_file(path):
         raise ValueError(f"tokenizer file {path!r} is not a GGUF file; pass a directory or a .gguf file")
+    cache = _cache_dir(path)
+    if cache and not kwargs and os.path.isfile(os.path.join(cache, "tokenizer_config.json")):
+        try:
+            return AutoTokenizer.from_pretrained(cache, local_files_only=True)
+        except (OSError, ValueError):
+            pass  # a damaged cache entry: convert again below
     directory, name = os.path.split(os.path.abspath(path))
     tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name, local_files_only=True, **kwargs)
     if not tokenizer.chat_template:
         # older transformers drop the template during GGUF conversion; it is plain metadata
         tokenizer.chat_template = gguf_field(open_gguf(path), "tokenizer.chat_template", None)
+    if cache and not kwargs:
+        _save_cache(tokenizer, cache)
     return tokenizer
+
+
+def _cache_dir(path: str) -> Optional[str]:
+    """Converting a GGUF vocabulary takes seconds and every runtime process needs it: keep the
+    converted tokenizer on disk, keyed by the file's path, size and mtime."""
+    if os.environ.get("SGL_DISABLE_TOKENIZER_CACHE"):
+        return None
+    st = os.stat(path)
+    key = hashlib.sha1(f"{os.path.abspath(path)}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    root = os.environ.get("SGL_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "sgl"))
+    return os.path.join(root, "tokenizers", key)
+
+
+def _save_cache(tokenizer: PreTrainedTokenizerBase, cache: str) -> None:
+    tmp = f"{cache}.tmp{os.getpid()}"
+    try:
+        tokenizer.save_pretrained(tmp)
+        os.makedirs(os.path.dirname(cache), exist_ok=True)
+        os.replace(tmp, cache)  # atomic: concurrent processes never see a half-written entry
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _dir_tokenizer(path: str, mode: str, trust_remote_code: bool, **kwargs) -> PreTrainedTokenizerBase:

@@ -53,3 +53,19 @@ def test_bad_tokenizer_paths(tmp_path, gguf_path):
         get_tokenizer(str(config_only))
     with pytest.raises(ValueError, match="skip-tokenizer-init"):
         get_tokenizer("llama-3.1-8b")
+
+
+def test_disk_cache_gives_the_same_tokenizer(gguf_path, tmp_path, monkeypatch):
+    from sgl.runtime.models.tokenizer import get_tokenizer
+
+    monkeypatch.setenv("SGL_CACHE_DIR", str(tmp_path))
+    fresh = get_tokenizer(gguf_path)
+    assert any(tmp_path.rglob("tokenizer_config.json")), "the converted tokenizer should be cached"
+    cached = get_tokenizer(gguf_path)
+    text = "Héllo wörld 你好 🙂 <|im_start|>user\nhi<|im_end|>"
+    assert cached.encode(text) == fresh.encode(text)
+    msgs = [{"role": "user", "content": "Hi"}]
+    assert cached.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True) == fresh.apply_chat_template(
+        msgs, tokenize=False, add_generation_prompt=True
+    )
+    assert cached.eos_token_id == fresh.eos_token_id and cached.all_special_ids == fresh.all_special_ids

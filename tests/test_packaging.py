@@ -1,0 +1,54 @@
+"""Packaging: every package directory is listed in pyproject.toml, and the CLI modules exist."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    tomllib = pytest.importorskip("tomli")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOTS = {"lang": "sgl", "runtime": "sgl.runtime", "kernels": "sgl.kernels"}
+
+
+def _pyproject() -> dict:
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        return tomllib.load(f)
+
+
+def _package_dirs():
+    for folder, name in ROOTS.items():
+        base = os.path.join(ROOT, folder)
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+            if any(f.endswith(".py") for f in filenames):
+                rel = os.path.relpath(dirpath, base)
+                yield dirpath, name if rel == "." else f"{name}.{rel.replace(os.sep, '.')}"
+
+
+def test_package_dir_mapping():
+    assert _pyproject()["tool"]["setuptools"]["package-dir"] == {v: k for k, v in ROOTS.items()}
+
+
+def test_every_package_directory_is_listed():
+    listed = set(_pyproject()["tool"]["setuptools"]["packages"])
+    for dirpath, name in _package_dirs():
+        assert os.path.isfile(os.path.join(dirpath, "__init__.py")), f"{dirpath} has modules but no __init__.py"
+        assert name in listed, f"package {name} ({dirpath}) is missing from pyproject.toml"
+    assert listed <= {name for _, name in _package_dirs()}, "pyproject lists a package that does not exist"
+
+
+@pytest.mark.parametrize("module", ["sgl.bench_one_batch", "sgl.bench_offline_throughput", "sgl.launch_server"])
+def test_cli_modules_are_importable(module):
+    import importlib.util
+
+    assert importlib.util.find_spec(module) is not None
+
+
+def test_import_sgl_does_not_import_torch():
+    code = "import sys, sgl; assert 'torch' not in sys.modules, 'import sgl pulled in torch'"
+    subprocess.run([sys.executable, "-c", code], check=True)
