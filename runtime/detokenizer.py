@@ -65,6 +65,8 @@ class Detokenizer:
         states = []
         for out in batch.outputs:
             st = self._state(out.rid)
+            if out.rewrite:
+                st.decode, st.output_ids = DecodeState.from_context(()), []
             st.output_ids.extend(out.new_output_ids)
             st.decode.decode_ids.extend(out.new_output_ids)
             _accumulate_logprobs(st, out)

@@ -70,6 +70,9 @@ class ReqOutput:
     output_token_logprobs: Optional[list] = None
     output_top_logprobs: Optional[list] = None
     error: Optional[str] = None
+    # True when the output ids were rewritten (jump-forward re-tokenization): new_output_ids then
+    # holds the whole output and the detokenizer starts that request over.
+    rewrite: bool = False
 
 
 @dataclass

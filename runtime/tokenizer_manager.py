@@ -170,7 +170,10 @@ class TokenizerManager:
             results = [await self._wait_one(item, state, is_disconnected) for item, state in states]
         finally:
             self._cleanup(states)
-        return results[0] if single else results
+        if single:
+            _raise_client_error(results[0])
+            return results[0]
+        return results
 
     async def _wait_one(self, item: SingleReq, state: ReqState, is_disconnected) -> dict:
         while not state.finished:
@@ -198,6 +201,8 @@ class TokenizerManager:
                     if state.latest is not None and state.event.is_set():
                         state.event.clear()
                         out = self._result(item, state)
+                        if single:
+                            _raise_client_error(out)
                         if not single:
                             out["index"] = item.index
                         yield out
@@ -315,3 +320,11 @@ class TokenizerManager:
         self.recv_from_detokenizer.close(linger=0)
         self.send_to_scheduler.close(linger=0)
         self.ctx.term()
+
+
+def _raise_client_error(result: dict) -> None:
+    """A request the scheduler refused as invalid (status 400) becomes a ValueError for the caller;
+    in a batch the other requests' results are returned as they are."""
+    reason = result["meta_info"].get("finish_reason") or {}
+    if reason.get("type") == "abort" and reason.get("status_code") == 400:
+        raise ValueError(reason.get("message", "invalid request"))

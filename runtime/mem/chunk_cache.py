@@ -33,7 +33,7 @@ class ChunkCache:
     def insert(self, key: List[int], value: torch.Tensor) -> int:
         return 0
 
-    def cache_finished_req(self, req: "Req") -> None:
+    def cache_finished_req(self, req: "Req", token_ids: Optional[List[int]] = None) -> None:
         kv = self.req_to_token_pool.req_to_token[req.req_pool_idx, : req.kv_allocated_len].to(torch.int64)
         self.token_to_kv_pool.free(kv)
         self.req_to_token_pool.free(req.req_pool_idx)

@@ -124,11 +124,13 @@ class RadixCache:
         self._evictable += len(key)
 
     # ---- request hooks --------------------------------------------------------------------
-    def cache_finished_req(self, req: "Req") -> None:
-        """Cache a finished request's KV (all but the last token) and release its slots."""
-        all_ids = req.origin_input_ids + req.output_ids
-        # An aborted chunked prefill holds KV for only part of its prompt.
-        token_ids = all_ids[: min(len(all_ids) - 1, req.kv_allocated_len)]
+    def cache_finished_req(self, req: "Req", token_ids: Optional[List[int]] = None) -> None:
+        """Cache a finished request's KV (all but the last token, or the given leading
+        `token_ids`) and release its slots and request row."""
+        if token_ids is None:
+            all_ids = req.origin_input_ids + req.output_ids
+            # An aborted chunked prefill holds KV for only part of its prompt.
+            token_ids = all_ids[: min(len(all_ids) - 1, req.kv_allocated_len)]
         all_kv = self.req_to_token_pool.req_to_token[req.req_pool_idx, : req.kv_allocated_len].to(torch.int64)
         kv = all_kv[: len(token_ids)]
         # Slots past the cached tokens (e.g. a prompt that produced no output) are freed too.

@@ -53,6 +53,11 @@ class Req:
         self.output_token_logprobs: list = []
         self.output_top_logprobs: list = []
 
+        # constrained decoding: forward passes that sampled for this request, and output ids
+        # rewritten by jump-forward (sent whole to the detokenizer)
+        self.num_sampling_forwards = 0
+        self.rewrite = False
+
         # streaming bookkeeping
         self.send_offset = 0
         self.send_logprob_offset = 0

@@ -29,6 +29,7 @@ from sgl.runtime.messages import (
 )
 from sgl.runtime.scheduler.admission import PrefillAdder
 from sgl.runtime.scheduler.batch import ScheduleBatch
+from sgl.runtime.scheduler.grammar import GrammarManager, grammar_key
 from sgl.runtime.scheduler.policy import SchedulePolicy
 from sgl.runtime.scheduler.req import Req
 from sgl.runtime.scheduler.sampling import BatchSampler
@@ -64,7 +65,13 @@ class Scheduler:
         self.eos_token_ids = set(self.model_config.eos_token_ids or ())
         if tokenizer is not None and getattr(tokenizer, "eos_token_id", None) is not None:
             self.eos_token_ids.add(tokenizer.eos_token_id)
-        self.sampler = BatchSampler(self.model_config.vocab_size, self.device, self.eos_token_ids)
+        self.sampler = BatchSampler(self.model_config.vocab_size, self.device, self.eos_token_ids,
+                                    server_args.enable_nan_detection)
+        self.grammar = None
+        if tokenizer is not None:
+            self.grammar = GrammarManager(tokenizer, self.model_config.vocab_size,
+                                          server_args.constrained_json_whitespace_pattern,
+                                          enable_jump_forward=not server_args.disable_jump_forward)
         self.waiting: List[Req] = []
         self.running: List[Req] = []
         self.chunked_req: Optional[Req] = None
@@ -108,12 +115,30 @@ class Scheduler:
         )
         error = self._validate(req)
         if error:
-            req.finished_reason = FinishAbort(error, status_code=400, err_type="BadRequestError")
-            self._pending_outputs.append(self._make_output(req))
+            self._fail(req, error)
             return
         sp = req.sampling_params
         sp.max_new_tokens = min(sp.max_new_tokens, self.max_req_len - len(req.origin_input_ids) - 1)
+        if grammar_key(sp) is not None:
+            if self.grammar is None:
+                self._fail(req, "constrained decoding needs a tokenizer (the server runs with --skip-tokenizer-init)")
+            else:
+                self.grammar.submit(req)
+            return
         self.waiting.append(req)
+
+    def _fail(self, req: Req, message: str) -> None:
+        """Finish a request that cannot run, as a client error; the others are unaffected."""
+        req.finished_reason = FinishAbort(message, status_code=400, err_type="BadRequestError")
+        self._pending_outputs.append(self._make_output(req))
+
+    def _poll_grammars(self) -> None:
+        if self.grammar is None or not self.grammar.queue:
+            return
+        ready, failed = self.grammar.poll()
+        self.waiting += ready
+        for req, error in failed:
+            self._fail(req, error)
 
     def _validate(self, req: Req) -> Optional[str]:
         n = len(req.origin_input_ids)
@@ -129,6 +154,10 @@ class Scheduler:
         return None
 
     def abort(self, rid: str, message: str = "Aborted") -> None:
+        queued = self.grammar.remove(rid) if self.grammar is not None else None
+        if queued is not None:
+            queued.finished_reason = FinishAbort(message)
+            self._pending_outputs.append(self._make_output(queued))
         for req in list(self.waiting):
             if req.rid == rid:
                 self.waiting.remove(req)
@@ -140,10 +169,12 @@ class Scheduler:
 
     # ---- the loop -----------------------------------------------------------------------
     def has_work(self) -> bool:
-        return bool(self.waiting or self.running or self.chunked_req or self._pending_outputs)
+        grammar_wait = self.grammar is not None and bool(self.grammar.queue)
+        return bool(self.waiting or self.running or self.chunked_req or self._pending_outputs or grammar_wait)
 
     def step(self) -> List[ReqOutput]:
         """One scheduling iteration; returns the per-request updates to send."""
+        self._poll_grammars()
         outputs, self._pending_outputs = self._pending_outputs, []
         batch = self._get_new_prefill_batch()
         if batch is not None:
@@ -198,7 +229,7 @@ class Scheduler:
     def _run_extend(self, batch: ScheduleBatch) -> List[ReqOutput]:
         logits = self.model_runner.forward(batch)
         partial = [req.is_chunked > 0 for req in batch.reqs]
-        sample = self.sampler.sample(batch.reqs, logits.next_token_logits, skip=partial)
+        sample = self.sampler.sample(batch.reqs, self._masked(batch.reqs, logits.next_token_logits), skip=partial)
         outputs = []
         for i, req in enumerate(batch.reqs):
             if partial[i]:
@@ -228,12 +259,13 @@ class Scheduler:
         batch = ScheduleBatch(self.running, self.req_to_token_pool, self.token_to_kv_pool, self.tree_cache, self.device)
         batch.prepare_for_decode()
         logits = self.model_runner.forward(batch)
-        sample = self.sampler.sample(batch.reqs, logits.next_token_logits)
+        sample = self.sampler.sample(batch.reqs, self._masked(batch.reqs, logits.next_token_logits))
         outputs = []
         for i, req in enumerate(batch.reqs):
             self._append_token(req, sample, i)
             outputs += self._after_token(req)
         self.running = [r for r in self.running if not r.finished()]
+        self._jump_forward()
         self.decode_steps += 1
         self.new_token_ratio = max(self.new_token_ratio - self.new_token_ratio_decay, self.min_new_token_ratio)
         self._log_decode(len(batch.reqs))
@@ -284,9 +316,35 @@ class Scheduler:
         req.reset_for_retract()
 
     # ---- results ------------------------------------------------------------------------
+    def _masked(self, reqs: List[Req], logits: torch.Tensor) -> torch.Tensor:
+        mask = self.grammar.vocab_mask(reqs, logits.device) if self.grammar is not None else None
+        return logits if mask is None else GrammarManager.apply(logits, mask)
+
+    def _jump_forward(self) -> None:
+        """Append text the grammar forces and re-prefill it in one extend instead of decoding it."""
+        if self.grammar is None or not self.grammar.enable_jump_forward:
+            return
+        for req in list(self.running):
+            new_ids = self.grammar.jump_forward(req) if req.grammar is not None else None
+            if new_ids is None:
+                continue
+            old = req.output_ids
+            keep = 0
+            while keep < min(len(old) - 1, len(new_ids)) and old[keep] == new_ids[keep]:
+                keep += 1
+            # KV exists for the prompt and old[:-1]; cache what the new ids still share.
+            self.tree_cache.cache_finished_req(req, req.origin_input_ids + old[:keep])
+            req.reset_for_retract()
+            req.output_ids, req.rewrite = new_ids, True
+            self.running.remove(req)
+            self.waiting.insert(0, req)
+
     def _append_token(self, req: Req, sample, i: int) -> None:
         token = int(sample.next_token_ids[i])
         req.output_ids.append(token)
+        req.num_sampling_forwards += 1
+        if self.grammar is not None:
+            self.grammar.accept(req, token)
         if req.return_logprob:
             req.output_token_logprobs.append((sample.logprob(i), token))
             if req.top_logprobs_num > 0:
@@ -323,7 +381,8 @@ class Scheduler:
 
     def _make_output(self, req: Req) -> ReqOutput:
         sp = req.sampling_params
-        new_ids = req.output_ids[req.send_offset :]
+        rewrite, req.rewrite = req.rewrite, False
+        new_ids = req.output_ids[0 if rewrite else req.send_offset :]
         req.send_offset = len(req.output_ids)
         out = ReqOutput(
             rid=req.rid,
@@ -336,6 +395,7 @@ class Scheduler:
             spaces_between_special_tokens=getattr(sp, "spaces_between_special_tokens", True),
             no_stop_trim=getattr(sp, "no_stop_trim", False),
             stop_strs=list(getattr(sp, "stop_strs", None) or []),
+            rewrite=rewrite,
         )
         if req.return_logprob:
             self._attach_logprobs(req, out)
@@ -353,10 +413,12 @@ class Scheduler:
 
     # ---- control ------------------------------------------------------------------------
     def flush_cache(self) -> bool:
-        if self.waiting or self.running or self.chunked_req:
+        if self.waiting or self.running or self.chunked_req or (self.grammar is not None and self.grammar.queue):
             logger.warning("Cache not flushed because there are pending requests.")
             return False
         self.tree_cache.reset()
+        if self.grammar is not None:
+            self.grammar.reset()
         self.req_to_token_pool.clear()
         self.token_to_kv_pool.clear()
         self.sampler.reset()
@@ -424,8 +486,11 @@ class Scheduler:
         now = time.perf_counter()
         throughput = self.last_gen_tokens / max(now - self.last_gen_time, 1e-9)
         self.last_gen_time, self.last_gen_tokens = now, 0
+        recent = list(self.model_runner.busy_timer.samples_ms)[-self.server_args.decode_log_interval:]
+        busy = sum(recent) / len(recent) if recent else 0.0
         logger.info(
-            "Decode batch. #running-req: %d, #token: %d, token usage: %.2f, gen throughput (token/s): %.2f, #queue-req: %d",
-            bs, sum(r.seqlen() for r in self.running), self._token_usage(), throughput, len(self.waiting),
+            "Decode batch. #running-req: %d, #token: %d, token usage: %.2f, gen throughput (token/s): %.2f, "
+            "#queue-req: %d, device busy (ms/step): %.2f",
+            bs, sum(r.seqlen() for r in self.running), self._token_usage(), throughput, len(self.waiting), busy,
         )
 

@@ -1,0 +1,115 @@
+"""Packed vocabulary bitmasks: one int32 word per 32 token ids, bit set = token allowed.
+
+Layout (the same as xgrammar's and outlines-core's): token ``t`` is bit ``t % 32`` of word
+``t // 32``; a batch mask is ``[batch, ceil(vocab / 32)]`` int32. Packed masks are 32x smaller
+than bool ``[batch, vocab]`` ones (6 KB per row at vocab 49K), so filling rows on the CPU and
+copying the whole batch to the GPU once per step is cheap. A freshly allocated mask allows
+everything, so rows of unconstrained requests need no work.
+"""
+
+import ctypes
+from typing import Iterable, Optional, Union
+
+import torch
+
+__all__ = [
+    "bitmask_words",
+    "set_bits",
+    "allocate_token_bitmask",
+    "unpack_bitmask",
+    "apply_token_bitmask_",
+    "bitmask_from_allowed",
+    "copy_row_",
+]
+
+_BYTE_TABLES = {}
+
+
+def bitmask_words(vocab_size: int) -> int:
+    if vocab_size <= 0:
+        raise ValueError(f"vocab_size must be positive, got {vocab_size}")
+    return (vocab_size + 31) // 32
+
+
+def set_bits(row: torch.Tensor, token_ids: Iterable[int]) -> None:
+    """Set the bits of ``token_ids`` in a 1-D packed row (in place)."""
+    for tid in token_ids:
+        word, bit = divmod(int(tid), 32)
+        # int32 bit 31 is the sign bit: build the word value in int64 and wrap it
+        value = (int(row[word]) & 0xFFFFFFFF) | (1 << bit)
+        row[word] = value - (1 << 32) if value >= 1 << 31 else value
+
+
+def allocate_token_bitmask(batch_size: int, vocab_size: int, pin_memory: Optional[bool] = None) -> torch.Tensor:
+    """CPU mask ``[batch, words]`` with every token allowed (-1 = all 32 bits set)."""
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if pin_memory is None:
+        pin_memory = torch.cuda.is_available()
+    return torch.full((batch_size, bitmask_words(vocab_size)), -1, dtype=torch.int32, pin_memory=pin_memory)
+
+
+def _byte_table(device: torch.device) -> torch.Tensor:
+    """[256, 8] uint8: row b holds the 8 bits of byte b, lowest first (1 = allowed)."""
+    key = str(device)
+    if key not in _BYTE_TABLES:
+        bits = [[(b >> i) & 1 for i in range(8)] for b in range(256)]
+        _BYTE_TABLES[key] = torch.tensor(bits, dtype=torch.uint8, device=device)
+    return _BYTE_TABLES[key]
+
+
+def unpack_bitmask(bitmask: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """``[batch, words]`` int32 -> ``[batch, vocab_size]`` bool (True = allowed).
+
+    Each byte of the mask is looked up in a 256 x 8 table (one gather), about twice as fast on
+    CPU as shifting every int32 word 32 times. Relies on little-endian int32 (x86, ARM, CUDA).
+    """
+    if bitmask.dtype != torch.int32 or bitmask.dim() != 2:
+        raise ValueError(f"bitmask must be a 2-D int32 tensor, got {bitmask.dim()}-D {bitmask.dtype}")
+    rows = bitmask.shape[0]
+    as_bytes = bitmask.contiguous().view(torch.uint8).to(torch.int32)
+    flat = torch.nn.functional.embedding(as_bytes, _byte_table(bitmask.device)).view(rows, -1).bool()
+    if flat.shape[1] >= vocab_size:
+        return flat[:, :vocab_size]
+    pad = torch.zeros(rows, vocab_size - flat.shape[1], dtype=torch.bool, device=flat.device)
+    return torch.cat([flat, pad], dim=1)  # ids past the mask are blocked
+
+
+def apply_token_bitmask_(logits: torch.Tensor, bitmask: torch.Tensor) -> None:
+    """Set logits of blocked tokens to -inf, in place, for the whole batch in one op."""
+    if logits.dim() != 2 or bitmask.shape[0] != logits.shape[0]:
+        raise ValueError(
+            f"logits [batch, vocab] and bitmask [batch, words] disagree: {tuple(logits.shape)} vs {tuple(bitmask.shape)}"
+        )
+    if bitmask.device != logits.device:
+        bitmask = bitmask.to(logits.device, non_blocking=True)
+    allowed = unpack_bitmask(bitmask, logits.shape[1])
+    logits.masked_fill_(~allowed, float("-inf"))
+
+
+def bitmask_from_allowed(allowed: Union[torch.Tensor, Iterable[int]], vocab_size: int) -> torch.Tensor:
+    """1-D packed row from token ids (reference helper for tests and synthetic masks)."""
+    flags = torch.zeros(bitmask_words(vocab_size) * 32, dtype=torch.bool)
+    flags[torch.as_tensor(list(allowed) if not torch.is_tensor(allowed) else allowed, dtype=torch.long)] = True
+    weights = (torch.ones(32, dtype=torch.int64) << torch.arange(32, dtype=torch.int64))
+    words = (flags.view(-1, 32).to(torch.int64) * weights).sum(dim=1)
+    return torch.where(words >= 1 << 31, words - (1 << 32), words).to(torch.int32)
+
+
+def copy_row_(mask: torch.Tensor, idx: int, row: torch.Tensor) -> None:
+    """``mask[idx, :len(row)] = row`` for a CPU int32 mask, as one memmove (~0.7 µs instead of
+    ~3 µs for ``Tensor.copy_``: this runs once per constrained request per decode step).
+    Words past ``row`` are cleared (token ids beyond the grammar's vocabulary stay blocked)."""
+    n = row.numel()
+    if mask.dtype is not torch.int32 or mask.dim() != 2 or mask.is_cuda or mask.device.type != "cpu":
+        raise ValueError(f"vocab mask must be a 2-D int32 CPU tensor, got {mask.dim()}-D {mask.dtype} on {mask.device}")
+    if not 0 <= idx < mask.shape[0]:
+        raise ValueError(f"mask row {idx} is outside a batch of {mask.shape[0]}")
+    if mask.shape[1] < n:
+        raise ValueError(f"vocab mask has {mask.shape[1]} words per row, the grammar needs {n}")
+    if mask.stride(1) != 1 or not row.is_contiguous():
+        mask[idx, :n].copy_(row)
+    else:
+        ctypes.memmove(mask.data_ptr() + idx * mask.stride(0) * 4, row.data_ptr(), n * 4)
+    if mask.shape[1] > n:
+        mask[idx, n:] = 0

@@ -1,0 +1,252 @@
+"""JSON-schema grammars: random walks over the real vocabulary always produce JSON that
+validates (jsonschema + its 2020-12 format checker); unenforceable keywords and invalid schemas
+are refused with a ValueError naming the problem."""
+
+import json
+import random
+import re
+from typing import List, Literal, Optional
+
+import jsonschema
+import pytest
+from pydantic import BaseModel, Field
+
+from sgl.runtime.constrained import build_regex_from_object, json_schema_to_regex
+
+SCHEMAS = {
+    "flat_required": {
+        "type": "object",
+        "properties": {"name": {"type": "string", "maxLength": 12}, "age": {"type": "integer", "minimum": 0, "maximum": 120}},
+        "required": ["name", "age"],
+    },
+    "optional_props": {
+        "type": "object",
+        "properties": {"a": {"type": "boolean"}, "b": {"type": "null"}, "c": {"type": "integer"}, "d": {"type": "string", "maxLength": 4}},
+        "required": ["c"],
+    },
+    "all_optional": {
+        "type": "object",
+        "properties": {"x": {"type": "integer", "maximum": -5}, "y": {"type": "integer", "exclusiveMinimum": 10, "exclusiveMaximum": 14}},
+    },
+    "nested": {
+        "type": "object",
+        "properties": {
+            "user": {"type": "object", "properties": {"id": {"type": "integer", "minimum": 1}, "email": {"type": "string", "format": "email"}}, "required": ["id", "email"]},
+            "active": {"type": "boolean"},
+        },
+        "required": ["user", "active"],
+    },
+    "array_bounds": {"type": "array", "items": {"type": "integer", "minimum": -3, "maximum": 3}, "minItems": 2, "maxItems": 4},
+    "array_of_objects": {
+        "type": "object",
+        "properties": {"items": {"type": "array", "maxItems": 3, "items": {"type": "object", "properties": {"sku": {"type": "string", "pattern": "^[A-Z]{2}[0-9]{3}$"}, "qty": {"type": "integer", "minimum": 1, "maximum": 9}}, "required": ["sku", "qty"]}}},
+        "required": ["items"],
+    },
+    "enums": {
+        "type": "object",
+        "properties": {"color": {"enum": ["red", "green", "blue"]}, "size": {"type": "integer", "enum": [1, 2, "x", 3.5]}, "mixed": {"enum": [None, True, {"k": [1, 2]}, "a\"b"]}},
+        "required": ["color", "size", "mixed"],
+    },
+    "number_bounds": {
+        "type": "object",
+        "properties": {
+            "ratio": {"type": "number", "minimum": 0, "maximum": 1},
+            "temp": {"type": "number", "exclusiveMinimum": -273.15, "maximum": 100.5},
+            "price": {"type": "number", "exclusiveMinimum": 0},
+            "neg": {"type": "number", "maximum": -0.25},
+        },
+        "required": ["ratio", "temp", "price", "neg"],
+    },
+    "formats": {
+        "type": "object",
+        "properties": {
+            "when": {"type": "string", "format": "date-time"},
+            "day": {"type": "string", "format": "date"},
+            "at": {"type": "string", "format": "time"},
+            "id": {"type": "string", "format": "uuid"},
+            "ip": {"type": "string", "format": "ipv4"},
+            "site": {"type": "string", "format": "uri", "maxLength": 2083},
+        },
+        "required": ["when", "day", "at", "id", "ip", "site"],
+    },
+    "string_patterns": {
+        "type": "object",
+        "properties": {"zip": {"type": "string", "pattern": "^[0-9]{5}(-[0-9]{4})?$"}, "code": {"type": "string", "pattern": "^[a-z]+_[a-z]+$", "maxLength": 40}},
+        "required": ["zip", "code"],
+    },
+    "string_lengths": {"type": "array", "items": {"type": "string", "minLength": 2, "maxLength": 3}, "maxItems": 3},
+    "nullable_union": {
+        "type": "object",
+        "properties": {"v": {"anyOf": [{"type": "integer", "minimum": 100}, {"type": "null"}, {"type": "string", "enum": ["n/a"]}]}},
+        "required": ["v"],
+    },
+    "type_list": {"type": ["integer", "boolean", "null"]},
+    "tuple": {"type": "array", "prefixItems": [{"type": "string", "maxLength": 5}, {"type": "integer"}, {"const": "end"}], "items": False, "minItems": 3},
+    "refs": {
+        "$defs": {"point": {"type": "object", "properties": {"x": {"type": "integer", "minimum": 0, "maximum": 9}, "y": {"type": "integer", "minimum": 0, "maximum": 9}}, "required": ["x", "y"]}},
+        "type": "object",
+        "properties": {"from": {"$ref": "#/$defs/point"}, "to": {"$ref": "#/$defs/point"}},
+        "required": ["from", "to"],
+    },
+    "recursive": {
+        "$defs": {"node": {"type": "object", "properties": {"v": {"type": "integer", "minimum": 0, "maximum": 9}, "kids": {"type": "array", "maxItems": 2, "items": {"$ref": "#/$defs/node"}}}, "required": ["v"]}},
+        "$ref": "#/$defs/node",
+    },
+    "discriminated_oneof": {
+        "oneOf": [
+            {"type": "object", "properties": {"kind": {"const": "cat"}, "lives": {"type": "integer", "minimum": 1, "maximum": 9}}, "required": ["kind", "lives"]},
+            {"type": "object", "properties": {"kind": {"const": "dog"}, "good": {"type": "boolean"}}, "required": ["kind", "good"]},
+        ]
+    },
+    "allof_merge": {"allOf": [{"type": "object", "properties": {"a": {"type": "integer", "minimum": 0}}, "required": ["a"]}, {"properties": {"a": {"maximum": 5}, "b": {"type": "boolean"}}, "required": ["b"]}]},
+    "free_map": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0, "maximum": 99}, "maxProperties": 3},
+    "required_undeclared": {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a", "extra"], "additionalProperties": {"type": "boolean"}},
+    "unique_single": {"type": "array", "items": {"type": "integer"}, "uniqueItems": True, "maxItems": 1},
+    "escaped_keys": {"type": "object", "properties": {'we"ird\\key': {"type": "integer"}, "ünï cödé": {"type": "string", "maxLength": 3}}, "required": ['we"ird\\key', "ünï cödé"]},
+}
+
+
+class Address(BaseModel):
+    street: str = Field(max_length=20)
+    zip: str = Field(pattern=r"^[0-9]{5}$")
+
+
+class Order(BaseModel):
+    id: int = Field(ge=1, le=10_000)
+    status: Literal["new", "paid", "shipped"]
+    total: float = Field(ge=0, lt=1000)
+    note: Optional[str] = Field(default=None, max_length=10)
+    address: Address
+    tags: List[str] = Field(default_factory=list, max_length=2)
+
+
+def _validator(schema):
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    return cls(schema, format_checker=cls.FORMAT_CHECKER)
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMAS))
+def test_random_walks_validate(name, compile_json, walker):
+    schema = SCHEMAS[name]
+    base = compile_json(schema)
+    validator = _validator(schema)
+    rng = random.Random(name)
+    for _ in range(10):
+        text = walker.text(walker.walk(base.copy(), rng, max_steps=1500))
+        value = json.loads(text)
+        validator.validate(value)
+
+
+def test_pydantic_model(backend, walker):
+    regex = build_regex_from_object(Order)
+    assert regex == json_schema_to_regex(Order.model_json_schema())
+    base = backend.get_or_compile("json", json.dumps(Order.model_json_schema())).result(timeout=120)
+    rng = random.Random(3)
+    for _ in range(8):
+        text = walker.text(walker.walk(base.copy(), rng, max_steps=1500))
+        Order.model_validate_json(text)
+        _validator(Order.model_json_schema()).validate(json.loads(text))
+
+
+def test_schema_regex_language_matches_validation():
+    """Strings the regex accepts validate; strings outside the bounds are rejected by it."""
+    rx = re.compile(json_schema_to_regex(SCHEMAS["flat_required"]))
+    assert rx.fullmatch('{"name": "Al", "age": 7}')
+    assert rx.fullmatch('{"name":"Al","age":120}')
+    assert not rx.fullmatch('{"name": "Al", "age": 121}')
+    assert not rx.fullmatch('{"name": "Al", "age": -1}')
+    assert not rx.fullmatch('{"age": 7, "name": "Al"}')  # declaration order only (a valid subset)
+    assert not rx.fullmatch('{"name": "Al"}')
+
+
+@pytest.mark.parametrize("keyword, schema", [
+    ("uniqueItems", {"type": "array", "items": {"type": "integer"}, "uniqueItems": True}),
+    ("multipleOf", {"type": "integer", "multipleOf": 3}),
+    ("patternProperties", {"type": "object", "patternProperties": {"^x": {"type": "string"}}}),
+    ("propertyNames", {"type": "object", "propertyNames": {"maxLength": 3}}),
+    ("dependentRequired", {"type": "object", "properties": {"a": {"type": "integer"}}, "dependentRequired": {"a": ["b"]}}),
+    ("if", {"if": {"type": "string"}, "then": {"minLength": 2}}),
+    ("not", {"not": {"type": "string"}}),
+    ("contains", {"type": "array", "contains": {"type": "integer"}}),
+    ("unevaluatedProperties", {"type": "object", "unevaluatedProperties": False}),
+    ("minProperties", {"type": "object", "properties": {"a": {"type": "integer"}}, "minProperties": 1}),
+    ("oneOf", {"oneOf": [{"type": "number"}, {"type": "integer"}]}),
+    ("oneOf", {"oneOf": [{"type": "object", "properties": {"a": {"type": "integer"}}}, {"type": "object", "properties": {"b": {"type": "integer"}}}]}),
+    ("maxLength", {"type": "string", "format": "email", "maxLength": 5}),
+    ("minLength", {"type": "string", "pattern": "^a+$", "minLength": 3}),
+    ("allOf", {"allOf": [{"type": "string", "pattern": "a"}, {"type": "string", "pattern": "b"}]}),
+    ("allOf", {"allOf": [{"type": "object", "properties": {"a": {}}, "additionalProperties": False}, {"properties": {"b": {}}}]}),
+    ("foo", {"type": "object", "foo": 1}),
+])
+def test_unsupported_keywords_are_named(keyword, schema):
+    with pytest.raises(ValueError, match=rf"unsupported JSON schema keyword: {re.escape(keyword)}\b"):
+        json_schema_to_regex(schema)
+
+
+@pytest.mark.parametrize("schema, reason", [
+    ('{"type": "object",', "not valid JSON"),
+    ({"type": "foo"}, "invalid JSON schema at type"),
+    ({"type": "integer", "minimum": "3"}, "invalid JSON schema at minimum"),
+    ({"$ref": "#/$defs/missing"}, "does not resolve"),
+    ({"$ref": "http://example.com/s.json"}, "only local references"),
+    ({"$defs": {"a": {"$anchor": "x", "type": "null"}}, "$ref": "#x"}, "only local references"),
+    ({"properties": {"a": {"$id": "http://x/y", "type": "null"}}}, "unsupported JSON schema keyword: \\$id"),
+    ({"type": "integer", "minimum": 5, "maximum": 4}, "cannot be satisfied"),
+    ({"type": "object", "properties": {}, "required": ["a"], "additionalProperties": False}, "cannot be satisfied"),
+    ({"type": "string", "format": "duration"}, "unsupported JSON schema format: duration"),
+    ([1, 2], "expected an object"),
+])
+def test_invalid_schemas(schema, reason):
+    with pytest.raises(ValueError, match=reason):
+        json_schema_to_regex(schema)
+
+
+def test_invalid_schema_fails_only_its_future(backend):
+    bad = backend.get_or_compile("json", json.dumps({"type": "array", "uniqueItems": True}))
+    good = backend.get_or_compile("json", json.dumps({"type": "boolean"}))
+    with pytest.raises(ValueError, match="uniqueItems"):
+        bad.result(timeout=60)
+    assert good.result(timeout=60).compiled.regex == "(?:true|false)"
+
+
+def test_whitespace_pattern_option(tokenizer, walker):
+    from sgl.runtime.constrained import GrammarBackend
+
+    schema = SCHEMAS["flat_required"]
+    assert "[ ]?" in json_schema_to_regex(schema)  # tight default
+    assert ":-" not in json_schema_to_regex(schema, whitespace_pattern="")
+    with pytest.raises(ValueError, match="non-whitespace"):
+        json_schema_to_regex(schema, whitespace_pattern="[ a]*")
+    be = GrammarBackend(tokenizer, 49152, whitespace_pattern="[\n ]{0,2}", num_threads=1)
+    try:
+        g = be.get_or_compile("json", json.dumps(schema)).result(timeout=120)
+        rng = random.Random(9)
+        for _ in range(5):
+            text = walker.text(walker.walk(g.copy(), rng))
+            _validator(schema).validate(json.loads(text))
+    finally:
+        be.shutdown()
+
+
+def test_any_json(backend, walker):
+    g = backend.get_or_compile("json", "$$ANY$$").result(timeout=120)
+    rng = random.Random(11)
+    for _ in range(5):
+        json.loads(walker.text(walker.walk(g.copy(), rng, max_steps=1500)))
+
+
+def test_draft4_boolean_exclusive_bounds(compile_json, walker):
+    schema = {"$schema": "http://json-schema.org/draft-04/schema#", "type": "integer",
+              "minimum": 3, "exclusiveMinimum": True, "maximum": 6, "exclusiveMaximum": True}
+    rx = re.compile(json_schema_to_regex(schema))
+    assert [n for n in range(0, 10) if rx.fullmatch(str(n))] == [4, 5]
+    number = dict(schema, type="number")
+    rx = re.compile(json_schema_to_regex(number))
+    assert rx.fullmatch("3.5") and not rx.fullmatch("3") and not rx.fullmatch("6") and rx.fullmatch("5.999")
+
+
+def test_root_ref_and_recursion_cut():
+    schema = {"type": "object", "properties": {"child": {"$ref": "#"}}}
+    rx = json_schema_to_regex(schema, max_recursion_depth=2)
+    assert re.fullmatch(rx, '{"child": {"child": {}}}')
+    assert not re.fullmatch(rx, '{"child": {"child": {"child": {}}}}')
