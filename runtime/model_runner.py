@@ -19,9 +19,14 @@ from sgl.runtime.mem.memory_pool import ReqToTokenPool, TokenToKVPool
 from sgl.runtime.model_config import ModelConfig
 from sgl.runtime.models.loader import load_model
 from sgl.runtime.server_args import ServerArgs
+from sgl.runtime.timing import BusyTimer
 
 logger = logging.getLogger(__name__)
 
+# Without --max-running-requests the GPU runs at most this many requests at once; their sampling
+# buffers are reserved when the KV pool is sized.
+DEFAULT_GPU_MAX_RUNNING = 1024
+GPU_RESERVE_BYTES = 1 << 30  # CUDA graphs, allocator fragmentation, NCCL
 KV_DTYPES = {"fp8_e5m2": "float8_e5m2", "fp8_e4m3": "float8_e4m3fn"}
 
 
@@ -50,6 +55,8 @@ class ModelRunner:
         self.model.eval()
         self._init_memory_pool()
         self.attn_backend = self._make_attn_backend()
+        self.busy_timer = BusyTimer(self.device)
+        self.cuda_graph_runner = self._make_cuda_graph_runner()
 
     # ---- memory -------------------------------------------------------------------------
     def _kv_dtype(self) -> torch.dtype:
@@ -62,12 +69,35 @@ class ModelRunner:
 
     def profile_max_num_token(self) -> int:
         if self.device == "cuda":
-            free, total = torch.cuda.mem_get_info()
-            rest = free - total * (1 - self.server_args.mem_fraction_static)
-            return int(rest // self._cell_size())
+            return self._profile_gpu_tokens()
         ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         by_ram = int(ram * 0.25 // self._cell_size())
         return min(by_ram, 4 * self.model_config.context_len)
+
+    def _profile_gpu_tokens(self) -> int:
+        """KV tokens that fit after the weights, leaving room for the largest forward.
+
+        With `--mem-fraction-static` the SGLang formula applies. Otherwise one profiling prefill
+        at the largest chunk measures the activation peak, and the decode sampling buffers of the
+        largest running batch are reserved on top, so the default start works on any card.
+        """
+        free, total = torch.cuda.mem_get_info()
+        fraction = self.server_args.mem_fraction_static
+        if fraction is not None:
+            return int((free - total * (1 - fraction)) // self._cell_size())
+        peak = profile_prefill_peak(self, self._largest_prefill())
+        bs = self.server_args.max_running_requests or DEFAULT_GPU_MAX_RUNNING
+        sampling = bs * self.model_config.vocab_size * 4 * 4  # logits, probs, sort values and ids
+        free, total = torch.cuda.mem_get_info()
+        reserve = peak + sampling + GPU_RESERVE_BYTES + int(0.02 * total)
+        logger.info("memory profile: free %.1f GiB, prefill peak %.2f GiB, reserve %.2f GiB",
+                    free / 2**30, peak / 2**30, reserve / 2**30)
+        return int((free - reserve) // self._cell_size())
+
+    def _largest_prefill(self) -> int:
+        sa = self.server_args
+        chunk = sa.chunked_prefill_size if sa.chunked_prefill_size and sa.chunked_prefill_size > 0 else sa.max_prefill_tokens
+        return max(min(chunk, self.model_config.context_len - 1), 1)
 
     def _init_memory_pool(self) -> None:
         sa = self.server_args
@@ -76,12 +106,12 @@ class ModelRunner:
             max_tokens = min(max_tokens, sa.max_total_tokens) if self.device == "cuda" else sa.max_total_tokens
         if max_tokens <= 16:
             raise ValueError(
-                f"not enough memory for the KV cache ({max_tokens} tokens); "
-                "raise --mem-fraction-static or lower --context-length"
+                f"not enough GPU memory for the KV cache ({max_tokens} tokens) after the weights: lower "
+                "--chunked-prefill-size or --max-running-requests, set --mem-fraction-static, or use a smaller --dtype"
             )
         self.max_total_num_tokens = max_tokens
         ctx = self.model_config.context_len
-        req_slots = sa.max_running_requests or max(2048, min(4096, max_tokens * 512 // ctx))
+        req_slots = sa.max_running_requests or min(max(2048, min(4096, max_tokens * 512 // ctx)), DEFAULT_GPU_MAX_RUNNING)
         if self.device == "cpu":
             req_slots = sa.max_running_requests or 256
         mc = self.model_config
@@ -107,6 +137,17 @@ class ModelRunner:
                 return TorchNativeAttnBackend(self)
             return TritonAttnBackend(self)
         raise ValueError(f"attention backend {name!r} is not available in this build")
+
+    def _make_cuda_graph_runner(self):
+        sa = self.server_args
+        if self.device != "cuda" or sa.disable_cuda_graph:
+            return None
+        if not hasattr(self.attn_backend, "init_cuda_graph_state"):
+            logger.info("attention backend %s has no CUDA-graph support; decoding eagerly", sa.attention_backend)
+            return None
+        from sgl.runtime.cuda_graph_runner import CudaGraphRunner
+
+        return CudaGraphRunner(self)
 
     # ---- forward --------------------------------------------------------------------------
     def build_forward_batch(self, batch) -> ForwardBatch:
@@ -140,11 +181,14 @@ class ModelRunner:
     @torch.inference_mode()
     def forward(self, batch) -> LogitsOutput:
         fb = self.build_forward_batch(batch)
-        self.attn_backend.init_forward_metadata(fb)
-        hidden = self.model.forward(fb.input_ids, fb.positions, fb)
-        if fb.forward_mode.is_decode():
-            return LogitsOutput(self.model.compute_logits(hidden), [None] * fb.batch_size)
-        return self._extend_logits(batch, hidden)
+        with self.busy_timer.measure():
+            if self.cuda_graph_runner is not None and self.cuda_graph_runner.can_run(fb):
+                return LogitsOutput(self.cuda_graph_runner.replay(fb), [None] * fb.batch_size)
+            self.attn_backend.init_forward_metadata(fb)
+            hidden = self.model.forward(fb.input_ids, fb.positions, fb)
+            if fb.forward_mode.is_decode():
+                return LogitsOutput(self.model.compute_logits(hidden), [None] * fb.batch_size)
+            return self._extend_logits(batch, hidden)
 
     def _extend_logits(self, batch, hidden: torch.Tensor) -> LogitsOutput:
         rows, spans, start = [], [], 0
@@ -159,3 +203,35 @@ class ModelRunner:
         last = torch.tensor([a + n - 1 for a, n in spans], device=logits.device)
         inputs = [logits[a : a + n - 1] if n > 1 else None for a, n in spans]
         return LogitsOutput(logits[last], inputs)
+
+
+@torch.inference_mode()
+def profile_prefill_peak(runner: "ModelRunner", num_tokens: int) -> int:
+    """Peak memory above the weights of one `num_tokens` prefill, on a throwaway KV pool."""
+    from sgl.runtime.attention.torch_native import TorchNativeAttnBackend
+
+    mc = runner.model_config
+    dev = runner.device
+    r2t = ReqToTokenPool(2, num_tokens + 4, dev)
+    kv = TokenToKVPool(num_tokens + 1, runner._kv_dtype(), mc.num_key_value_heads, mc.head_dim, mc.num_hidden_layers, dev)
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    slots = torch.arange(1, num_tokens + 1, device=dev)
+    r2t.write(0, 0, slots)
+    ids = torch.randint(0, mc.vocab_size, (num_tokens,), device=dev)
+    fb = ForwardBatch(
+        forward_mode=ForwardMode.EXTEND, batch_size=1, input_ids=ids,
+        positions=torch.arange(num_tokens, device=dev), req_pool_indices=torch.zeros(1, dtype=torch.int64, device=dev),
+        seq_lens=torch.tensor([num_tokens], device=dev), out_cache_loc=slots, req_to_token_pool=r2t,
+        token_to_kv_pool=kv, attn_backend=TorchNativeAttnBackend(runner), seq_lens_cpu=[num_tokens],
+        req_pool_indices_cpu=[0], extend_seq_lens_cpu=[num_tokens], extend_prefix_lens_cpu=[0],
+    )
+    fb.attn_backend.init_forward_metadata(fb)
+    hidden = runner.model.forward(ids, fb.positions, fb)
+    runner.model.compute_logits(hidden[-1:])
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - base - kv.cell_size_bytes() * (num_tokens + 1)
+    del fb, hidden, kv, r2t
+    torch.cuda.empty_cache()
+    return max(int(peak), 0)

@@ -56,7 +56,9 @@ class ServerArgs:
     api_key: Optional[str] = _f(None)
 
     # Memory and scheduling
-    mem_fraction_static: Optional[float] = _f(None)
+    mem_fraction_static: Optional[float] = _f(
+        None, "Fraction of GPU memory for weights + KV cache. Default: measured by a profiling forward at the largest batch."
+    )
     max_running_requests: Optional[int] = _f(None)
     max_total_tokens: Optional[int] = _f(None, "Force the KV pool size in tokens.")
     chunked_prefill_size: Optional[int] = _f(None, "-1 disables chunked prefill.")
@@ -130,8 +132,6 @@ class ServerArgs:
             self.random_seed = random.randint(0, 1 << 30)
         if self.device is None:
             self.device = _default_device()
-        if self.mem_fraction_static is None:
-            self.mem_fraction_static = _default_mem_fraction(self.tp_size)
         if self.chunked_prefill_size is None:
             self.chunked_prefill_size = _default_chunk_size(self.device)
         if self.cuda_graph_max_bs is None:
@@ -153,7 +153,7 @@ class ServerArgs:
             if choices and value is not None and value not in choices:
                 raise ValueError(f"--{_flag(f.name)} must be one of {choices}, got {value!r}")
         _positive(self, "port", "tp_size", "dp_size", "stream_interval", "max_prefill_tokens", "decode_log_interval")
-        if not 0.0 < self.mem_fraction_static <= 1.0:
+        if self.mem_fraction_static is not None and not 0.0 < self.mem_fraction_static <= 1.0:
             raise ValueError(f"--mem-fraction-static must be in (0, 1], got {self.mem_fraction_static}")
         if self.schedule_conservativeness <= 0:
             raise ValueError("--schedule-conservativeness must be > 0")
@@ -231,16 +231,6 @@ def _default_device() -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     except ImportError:
         return "cpu"
-
-
-def _default_mem_fraction(tp_size: int) -> float:
-    if tp_size >= 8:
-        return 0.81
-    if tp_size >= 4:
-        return 0.85
-    if tp_size >= 2:
-        return 0.87
-    return 0.88
 
 
 def _default_chunk_size(device: str) -> int:

@@ -40,6 +40,7 @@ class Result:
     prefill_ms: float
     median_decode_ms: float
     decode_tok_s: float
+    median_busy_ms: float  # device busy time of a decode forward; the rest of a step is CPU overhead
     device: str
 
 
@@ -65,6 +66,7 @@ def run_sgl(sched, bs: int, input_len: int, output_len: int) -> Result:
         sched.handle(TokenizedGenerateReqInput(f"b{i}", None, req.input_ids, params))
     device = sched.device
     _sync(device)
+    sched.model_runner.busy_timer.drain()
     times: List[float] = []
     while sched.has_work():
         t0 = time.perf_counter()
@@ -72,9 +74,12 @@ def run_sgl(sched, bs: int, input_len: int, output_len: int) -> Result:
         _sync(device)
         times.append(time.perf_counter() - t0)
     sched.flush_cache()
+    busy = sched.model_runner.busy_timer.drain()[1:]
     prefill, decode = times[0], times[1:]
     median = statistics.median(decode) if decode else float("nan")
-    return Result("sgl", bs, input_len, output_len, prefill * 1e3, median * 1e3, bs / median if decode else 0.0, device)
+    busy_ms = statistics.median(busy) if busy else float("nan")
+    return Result("sgl", bs, input_len, output_len, prefill * 1e3, median * 1e3, bs / median if decode else 0.0,
+                  busy_ms, device)
 
 
 def run_hf(model_config, device: str, dtype: torch.dtype, bs: int, input_len: int, output_len: int, model=None):
@@ -94,7 +99,7 @@ def run_hf(model_config, device: str, dtype: torch.dtype, bs: int, input_len: in
     prefill = gen(1)
     total = gen(output_len)
     step = (total - prefill) / max(output_len - 1, 1)
-    return Result("hf-transformers", bs, input_len, output_len, prefill * 1e3, step * 1e3, bs / step, device)
+    return Result("hf-transformers", bs, input_len, output_len, prefill * 1e3, step * 1e3, bs / step, float("nan"), device)
 
 
 def build_hf_model(model_config, device: str, dtype: torch.dtype):
@@ -106,14 +111,15 @@ def build_hf_model(model_config, device: str, dtype: torch.dtype):
 
 
 def print_table(results: List[Result]) -> None:
-    header = f"{'backend':<16}{'bs':>5}{'in':>7}{'out':>6}{'prefill ms':>12}{'decode ms':>11}{'tok/s':>11}{'vs hf':>8}"
+    header = (f"{'backend':<16}{'bs':>5}{'in':>7}{'out':>6}{'prefill ms':>12}{'decode ms':>11}{'busy ms':>9}"
+              f"{'tok/s':>11}{'vs hf':>8}")
     print(header)
     hf = {(r.batch_size, r.input_len, r.output_len): r for r in results if r.backend != "sgl"}
     for r in results:
         base = hf.get((r.batch_size, r.input_len, r.output_len))
         ratio = f"{base.median_decode_ms / r.median_decode_ms:.2f}x" if base and r.backend == "sgl" else ""
         print(f"{r.backend:<16}{r.batch_size:>5}{r.input_len:>7}{r.output_len:>6}{r.prefill_ms:>12.2f}"
-              f"{r.median_decode_ms:>11.3f}{r.decode_tok_s:>11.1f}{ratio:>8}")
+              f"{r.median_decode_ms:>11.3f}{r.median_busy_ms:>9.3f}{r.decode_tok_s:>11.1f}{ratio:>8}")
 
 
 def main(argv: Optional[List[str]] = None) -> List[Result]:
