@@ -41,7 +41,7 @@ def run_all(sched: Scheduler, max_steps: int = 100000) -> Dict[str, dict]:
             break
         for out in sched.step():
             r = results.setdefault(out.rid, {"ids": [], "out": None})
-            r["ids"] += out.new_output_ids
+            r["ids"] = list(out.new_output_ids) if out.rewrite else r["ids"] + out.new_output_ids
             r["out"] = out
         sched.check_integrity()
     assert not sched.has_work(), "scheduler did not drain"

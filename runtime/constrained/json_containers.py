@@ -10,9 +10,13 @@ from typing import Dict, List, Optional, Tuple
 from .schema_merge import Unsatisfiable
 from .string_regex import JSON_STRING, escape_literal
 
-__all__ = ["ContainerRegexMixin", "JSON_NUMBER_REGEX"]
+__all__ = ["ContainerRegexMixin", "JSON_NUMBER_REGEX", "JSON_NUMBER_CAPPED"]
 
 JSON_NUMBER_REGEX = r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?"
+# A schema's "number" caps its digit runs (16 integer and fraction digits, a 3-digit exponent:
+# more than a double holds) so sampling cannot run away in a number. Free-form JSON keeps the
+# unbounded form: counted repeats multiply its automaton's states.
+JSON_NUMBER_CAPPED = r"-?(?:0|[1-9][0-9]{0,15})(?:\.[0-9]{1,16})?(?:[eE][+-]?[0-9]{1,3})?"
 
 
 def _repeat(body: str, lo: int, hi: Optional[int]) -> str:

@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import jsonschema
 from jsonschema.validators import validator_for
 
-from .json_containers import JSON_NUMBER_REGEX, ContainerRegexMixin
+from .json_containers import JSON_NUMBER_CAPPED, ContainerRegexMixin
 from .number_regex import decimal_range_regex, integer_range_regex
 from .schema_merge import Unsatisfiable, merge_all_of
 from .pattern_regex import pattern_content_regex, pattern_min_length
@@ -67,7 +67,10 @@ UNSUPPORTED_KEYWORDS = frozenset({
     "$vocabulary",
 })
 _TYPES = ("string", "integer", "number", "boolean", "null", "object", "array")
-_JSON_INTEGER = r"-?(?:0|[1-9][0-9]*)"
+# Unbounded integers stop at 16 digits (beyond 2**53 JSON parsers lose precision anyway): a small
+# model sampling at temperature 1 can otherwise emit digits until max_new_tokens.
+MAX_INT_DIGITS = 16
+_JSON_INTEGER = r"-?(?:0|[1-9][0-9]{0,%d})" % (MAX_INT_DIGITS - 1)
 _EXACT_FLOAT_LIMIT = 2.0**53  # below this every integer is a double, so repr() bounds are exact
 
 
@@ -435,7 +438,7 @@ class _Compiler(ContainerRegexMixin):
     def _number(self, schema: dict) -> str:
         lo, hi = self._number_bounds(schema)
         if lo is None and hi is None:
-            return JSON_NUMBER_REGEX
+            return JSON_NUMBER_CAPPED
         if lo is not None and hi is not None and lo > hi:
             raise Unsatisfiable(f"no number in [{lo}, {hi}]")
         return decimal_range_regex(lo, hi)

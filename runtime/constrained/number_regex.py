@@ -86,7 +86,8 @@ def _nonneg_int_range(lo: int, hi: Optional[int]) -> str:
             parts.append(_same_length_range(str(a), str(b)))
     if hi is None:
         # every number with more digits than lo is above lo
-        parts.append("[1-9][0-9]{%d,}" % lo_len)
+        # capped at 16 digits (see json_schema.MAX_INT_DIGITS) unless the bound itself is longer
+        parts.append("[1-9][0-9]{%d,%d}" % (lo_len, max(lo_len, 15)))
     return _alt(parts)
 
 

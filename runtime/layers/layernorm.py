@@ -7,6 +7,7 @@ from typing import Optional, Tuple, Union
 import torch
 from torch import nn
 
+from sgl.kernels.utils import use_triton
 from sgl.runtime.layers.linear import make_param, default_weight_loader
 
 
@@ -21,6 +22,10 @@ class RMSNorm(nn.Module):
         self, x: torch.Tensor, residual: Optional[torch.Tensor] = None
     ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         """Without `residual`: norm(x). With it: s = x + residual; returns (norm(s), s)."""
+        if use_triton(x):  # one fused pass on GPUs; this torch path stays the reference
+            from sgl.kernels.rmsnorm import rmsnorm
+
+            return rmsnorm(x, self.weight, self.variance_epsilon, residual)
         if residual is None:
             return self._norm(x)
         summed = x + residual

@@ -16,6 +16,8 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from sgl.kernels.utils import use_triton
+
 
 def default_inv_freq(rotary_dim: int, base: float) -> torch.Tensor:
     exponents = torch.arange(0, rotary_dim, 2, dtype=torch.float64) / rotary_dim
@@ -81,6 +83,10 @@ class RotaryEmbedding(nn.Module):
         return angles.cos().float(), angles.sin().float()
 
     def forward(self, positions: torch.Tensor, query: torch.Tensor, key: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        if use_triton(query):  # one launch for q and k on GPUs; the torch path below is the reference
+            from sgl.kernels.rope import apply_rope
+
+            return apply_rope(positions, query, key, self.inv_freq(positions.device), self.head_size, self.is_neox_style)
         cos, sin = self.cos_sin(positions)
         return self._rotate(query, cos, sin), self._rotate(key, cos, sin)
 

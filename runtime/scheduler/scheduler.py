@@ -118,7 +118,8 @@ class Scheduler:
             self._fail(req, error)
             return
         sp = req.sampling_params
-        sp.max_new_tokens = min(sp.max_new_tokens, self.max_req_len - len(req.origin_input_ids) - 1)
+        room = self.max_req_len - len(req.origin_input_ids) - 1
+        sp.max_new_tokens = room if sp.max_new_tokens is None else min(sp.max_new_tokens, room)
         if grammar_key(sp) is not None:
             if self.grammar is None:
                 self._fail(req, "constrained decoding needs a tokenizer (the server runs with --skip-tokenizer-init)")
@@ -149,6 +150,8 @@ class Scheduler:
                     f"({self.max_req_input_len} tokens).")
         if max(req.origin_input_ids) >= self.model_config.vocab_size or min(req.origin_input_ids) < 0:
             return f"input_ids must be in [0, {self.model_config.vocab_size})"
+        if req.top_logprobs_num < 0 or req.top_logprobs_num > self.model_config.vocab_size:
+            return f"top_logprobs_num must be in [0, {self.model_config.vocab_size}]"
         if req.logprob_start_len >= n:
             return f"logprob_start_len ({req.logprob_start_len}) must be smaller than the input length ({n})"
         return None

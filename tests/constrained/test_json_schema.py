@@ -13,97 +13,7 @@ from pydantic import BaseModel, Field
 
 from sgl.runtime.constrained import build_regex_from_object, json_schema_to_regex
 
-SCHEMAS = {
-    "flat_required": {
-        "type": "object",
-        "properties": {"name": {"type": "string", "maxLength": 12}, "age": {"type": "integer", "minimum": 0, "maximum": 120}},
-        "required": ["name", "age"],
-    },
-    "optional_props": {
-        "type": "object",
-        "properties": {"a": {"type": "boolean"}, "b": {"type": "null"}, "c": {"type": "integer"}, "d": {"type": "string", "maxLength": 4}},
-        "required": ["c"],
-    },
-    "all_optional": {
-        "type": "object",
-        "properties": {"x": {"type": "integer", "maximum": -5}, "y": {"type": "integer", "exclusiveMinimum": 10, "exclusiveMaximum": 14}},
-    },
-    "nested": {
-        "type": "object",
-        "properties": {
-            "user": {"type": "object", "properties": {"id": {"type": "integer", "minimum": 1}, "email": {"type": "string", "format": "email"}}, "required": ["id", "email"]},
-            "active": {"type": "boolean"},
-        },
-        "required": ["user", "active"],
-    },
-    "array_bounds": {"type": "array", "items": {"type": "integer", "minimum": -3, "maximum": 3}, "minItems": 2, "maxItems": 4},
-    "array_of_objects": {
-        "type": "object",
-        "properties": {"items": {"type": "array", "maxItems": 3, "items": {"type": "object", "properties": {"sku": {"type": "string", "pattern": "^[A-Z]{2}[0-9]{3}$"}, "qty": {"type": "integer", "minimum": 1, "maximum": 9}}, "required": ["sku", "qty"]}}},
-        "required": ["items"],
-    },
-    "enums": {
-        "type": "object",
-        "properties": {"color": {"enum": ["red", "green", "blue"]}, "size": {"type": "integer", "enum": [1, 2, "x", 3.5]}, "mixed": {"enum": [None, True, {"k": [1, 2]}, "a\"b"]}},
-        "required": ["color", "size", "mixed"],
-    },
-    "number_bounds": {
-        "type": "object",
-        "properties": {
-            "ratio": {"type": "number", "minimum": 0, "maximum": 1},
-            "temp": {"type": "number", "exclusiveMinimum": -273.15, "maximum": 100.5},
-            "price": {"type": "number", "exclusiveMinimum": 0},
-            "neg": {"type": "number", "maximum": -0.25},
-        },
-        "required": ["ratio", "temp", "price", "neg"],
-    },
-    "formats": {
-        "type": "object",
-        "properties": {
-            "when": {"type": "string", "format": "date-time"},
-            "day": {"type": "string", "format": "date"},
-            "at": {"type": "string", "format": "time"},
-            "id": {"type": "string", "format": "uuid"},
-            "ip": {"type": "string", "format": "ipv4"},
-            "site": {"type": "string", "format": "uri", "maxLength": 2083},
-        },
-        "required": ["when", "day", "at", "id", "ip", "site"],
-    },
-    "string_patterns": {
-        "type": "object",
-        "properties": {"zip": {"type": "string", "pattern": "^[0-9]{5}(-[0-9]{4})?$"}, "code": {"type": "string", "pattern": "^[a-z]+_[a-z]+$", "maxLength": 40}},
-        "required": ["zip", "code"],
-    },
-    "string_lengths": {"type": "array", "items": {"type": "string", "minLength": 2, "maxLength": 3}, "maxItems": 3},
-    "nullable_union": {
-        "type": "object",
-        "properties": {"v": {"anyOf": [{"type": "integer", "minimum": 100}, {"type": "null"}, {"type": "string", "enum": ["n/a"]}]}},
-        "required": ["v"],
-    },
-    "type_list": {"type": ["integer", "boolean", "null"]},
-    "tuple": {"type": "array", "prefixItems": [{"type": "string", "maxLength": 5}, {"type": "integer"}, {"const": "end"}], "items": False, "minItems": 3},
-    "refs": {
-        "$defs": {"point": {"type": "object", "properties": {"x": {"type": "integer", "minimum": 0, "maximum": 9}, "y": {"type": "integer", "minimum": 0, "maximum": 9}}, "required": ["x", "y"]}},
-        "type": "object",
-        "properties": {"from": {"$ref": "#/$defs/point"}, "to": {"$ref": "#/$defs/point"}},
-        "required": ["from", "to"],
-    },
-    "recursive": {
-        "$defs": {"node": {"type": "object", "properties": {"v": {"type": "integer", "minimum": 0, "maximum": 9}, "kids": {"type": "array", "maxItems": 2, "items": {"$ref": "#/$defs/node"}}}, "required": ["v"]}},
-        "$ref": "#/$defs/node",
-    },
-    "discriminated_oneof": {
-        "oneOf": [
-            {"type": "object", "properties": {"kind": {"const": "cat"}, "lives": {"type": "integer", "minimum": 1, "maximum": 9}}, "required": ["kind", "lives"]},
-            {"type": "object", "properties": {"kind": {"const": "dog"}, "good": {"type": "boolean"}}, "required": ["kind", "good"]},
-        ]
-    },
-    "allof_merge": {"allOf": [{"type": "object", "properties": {"a": {"type": "integer", "minimum": 0}}, "required": ["a"]}, {"properties": {"a": {"maximum": 5}, "b": {"type": "boolean"}}, "required": ["b"]}]},
-    "free_map": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0, "maximum": 99}, "maxProperties": 3},
-    "required_undeclared": {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a", "extra"], "additionalProperties": {"type": "boolean"}},
-    "unique_single": {"type": "array", "items": {"type": "integer"}, "uniqueItems": True, "maxItems": 1},
-    "escaped_keys": {"type": "object", "properties": {'we"ird\\key': {"type": "integer"}, "ünï cödé": {"type": "string", "maxLength": 3}}, "required": ['we"ird\\key', "ünï cödé"]},
-}
+from json_schemas import SCHEMAS, validator as _validator
 
 
 class Address(BaseModel):
@@ -118,11 +28,6 @@ class Order(BaseModel):
     note: Optional[str] = Field(default=None, max_length=10)
     address: Address
     tags: List[str] = Field(default_factory=list, max_length=2)
-
-
-def _validator(schema):
-    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-    return cls(schema, format_checker=cls.FORMAT_CHECKER)
 
 
 @pytest.mark.parametrize("name", sorted(SCHEMAS))

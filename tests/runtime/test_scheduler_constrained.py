@@ -69,3 +69,40 @@ def test_jump_forward_skips_decode_steps_and_keeps_text(make_scheduler, tokenize
     assert text_on == text_off
     assert sched_on.grammar.num_jumps > 0 and sched_on.grammar.num_forced_tokens >= 10
     assert sched_off.grammar.num_jumps == 0
+
+
+def test_schemas_sampled_at_temperature_one_all_validate(make_scheduler, tokenizer, chat_ids):
+    """22 schemas of varied shape x 10 samples at temperature 1.0 on the default model."""
+    from json_schemas import SCHEMAS, validator
+
+    sched = make_scheduler(max_total_tokens=65536)
+    for name, schema in SCHEMAS.items():
+        for i in range(10):
+            submit(sched, tokenizer, f"{name}/{i}", chat_ids, max_new_tokens=512, temperature=1.0,
+                   json_schema=json.dumps(schema))
+    res = run_all(sched)
+    for rid, r in res.items():
+        name = rid.split("/")[0]
+        assert r["out"].finished_reason.to_json()["type"] == "stop", f"{rid} did not finish: {r['out'].finished_reason}"
+        validator(SCHEMAS[name]).validate(json.loads(_text(tokenizer, res, rid)))
+
+
+REGEXES = {
+    "ipv4": r"((25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])",
+    "email": r"[a-z0-9._]{1,16}@[a-z0-9]{1,12}\.(com|org|net)",
+    "iso_date": r"20[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])",
+    "phone": r"\([0-9]{3}\) [0-9]{3}-[0-9]{4}",
+    "hex_colour": r"#[0-9a-fA-F]{6}",
+    "log_line": r"\[(INFO|WARN|ERROR)\] 20[0-9]{2}-[0-9]{2}-[0-9]{2} [a-z_]{3,12}: [A-Za-z ]{1,30}",
+}
+
+
+def test_regexes_sampled_at_temperature_one_fullmatch(make_scheduler, tokenizer, chat_ids):
+    sched = make_scheduler()
+    for name, pattern in REGEXES.items():
+        for i in range(5):
+            submit(sched, tokenizer, f"{name}/{i}", chat_ids, max_new_tokens=64, temperature=1.0, regex=pattern)
+    res = run_all(sched)
+    for rid in res:
+        text = _text(tokenizer, res, rid)
+        assert re.fullmatch(REGEXES[rid.split("/")[0]], text), f"{rid}: {text!r}"

@@ -1,0 +1,134 @@
+"""`/v1/chat/completions`: chat prompts through the chat template, then the runtime."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, List, Optional
+
+from sgl.runtime.generate_input import GenerateReqInput
+from sgl.runtime.server.chat_templates import render_chat
+from sgl.runtime.server.errors import ApiError
+from sgl.runtime.server.generation import open_max_new_tokens
+from sgl.runtime.server.openai_common import StreamTracker, chat_logprobs, finish_fields, sampling_params, usage
+from sgl.runtime.server.protocol import ChatCompletionRequest, ChatMessage
+from sgl.runtime.server.state import ServerState
+
+OBJECT = "chat.completion"
+CHUNK_OBJECT = "chat.completion.chunk"
+DEFAULT_TEMPERATURE = 0.7  # SGLang's chat default (OpenAI's is 1.0)
+
+
+def build_input(req: ChatCompletionRequest, state: ServerState) -> GenerateReqInput:
+    _check_request(req, state)
+    messages = [_message_dict(m) for m in req.messages]
+    prompt = render_chat(state.chat_template, state.tokenizer, messages)
+    # The template writes any BOS itself; encoding must not add another.
+    ids = state.tokenizer.encode(prompt, add_special_tokens=False)
+    max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+    if max_tokens is None:
+        max_tokens = open_max_new_tokens(state.context_len, len(ids))
+    temperature = DEFAULT_TEMPERATURE if req.temperature is None else req.temperature
+    sp = sampling_params(req, temperature, max_tokens, state.chat_template.stop, _response_format(req))
+    return GenerateReqInput(
+        input_ids=ids, sampling_params=sp, return_logprob=bool(req.logprobs),
+        top_logprobs_num=req.top_logprobs or 0, return_text_in_logprobs=True, stream=bool(req.stream),
+    )
+
+
+def _check_request(req: ChatCompletionRequest, state: ServerState) -> None:
+    if state.tokenizer is None or state.chat_template is None:
+        raise ApiError("This server has no chat template (no tokenizer template and no --chat-template)", 400,
+                       "messages")
+    if req.top_logprobs and not req.logprobs:
+        raise ApiError("top_logprobs requires logprobs to be true", 400, "top_logprobs")
+    if req.tools and req.tool_choice != "none":
+        raise ApiError("tools: function calling is not supported yet", 400, "tools")
+
+
+def _message_dict(message: ChatMessage) -> Dict[str, Any]:
+    role = "system" if message.role == "developer" else message.role
+    out: Dict[str, Any] = {"role": role, "content": _content_text(message.content)}
+    for key in ("name", "tool_calls", "tool_call_id"):
+        value = getattr(message, key)
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def _content_text(content: Any) -> str:
+    if content is None or isinstance(content, str):
+        return content or ""
+    parts = []
+    for part in content:
+        if part.type != "text":
+            raise ApiError("messages: this model is text-only (image_url parts are not supported)", 400, "messages")
+        parts.append(part.text or "")
+    return "\n".join(parts)
+
+
+def _response_format(req: ChatCompletionRequest) -> Dict[str, Any]:
+    fmt = req.response_format
+    if fmt is None or fmt.type == "text":
+        return {}
+    if fmt.type == "json_object":
+        return {"json_schema": json.dumps({"type": "object"})}
+    if fmt.json_schema is None or fmt.json_schema.schema_ is None:
+        raise ApiError("response_format: json_schema needs a schema", 400, "response_format")
+    return {"json_schema": json.dumps(fmt.json_schema.schema_)}
+
+
+def response(req: ChatCompletionRequest, results: List[dict], rid: str, created: int,
+             cache_report: bool) -> Dict[str, Any]:
+    choices = [_choice(i, out, req) for i, out in enumerate(results)]
+    metas = [out["meta_info"] for out in results]
+    return {"id": rid, "object": OBJECT, "created": created, "model": req.model, "choices": choices,
+            "usage": usage(metas, req.n, cache_report)}
+
+
+def _choice(index: int, out: dict, req: ChatCompletionRequest) -> Dict[str, Any]:
+    meta = out["meta_info"]
+    finish, matched = finish_fields(meta)
+    return {"index": index, "message": {"role": "assistant", "content": out.get("text", ""), "tool_calls": None},
+            "logprobs": chat_logprobs(meta, 0) if req.logprobs else None, "finish_reason": finish,
+            "matched_stop": matched}
+
+
+class ChatStream:
+    """Turns runtime updates into `chat.completion.chunk`s: a role chunk first for each choice."""
+
+    def __init__(self, req: ChatCompletionRequest, rid: str, created: int, cache_report: bool):
+        self.req, self.rid, self.created, self.cache_report = req, rid, created, cache_report
+        self.tracker = StreamTracker()
+
+    def chunks(self, out: dict) -> List[Dict[str, Any]]:
+        index, choice, delta = self.tracker.update(out)
+        chunks = []
+        if not choice.started:
+            choice.started = True
+            chunks.append(self._chunk(index, {"role": "assistant", "content": ""}, None, None, None))
+        finish, matched = finish_fields(choice.meta)
+        logprobs = self._logprobs(choice)
+        if delta or finish is not None or logprobs is not None:
+            chunks.append(self._chunk(index, {"content": delta} if delta else {}, logprobs, finish, matched))
+        return chunks
+
+    def _logprobs(self, choice) -> Optional[Dict[str, Any]]:
+        new = self.tracker.new_logprob_count(choice)
+        if not self.req.logprobs or new <= 0:
+            return None
+        sent = choice.logprobs_sent
+        choice.logprobs_sent += new
+        return chat_logprobs(choice.meta, sent)
+
+    def tail(self) -> List[Dict[str, Any]]:
+        options = self.req.stream_options
+        if options is None or not options.include_usage:
+            return []
+        return [{"id": self.rid, "object": CHUNK_OBJECT, "created": self.created, "model": self.req.model,
+                 "choices": [], "usage": usage(self.tracker.metas(), self.req.n, self.cache_report)}]
+
+    def _chunk(self, index: int, delta: dict, logprobs: Any, finish: Optional[str], matched: Any) -> Dict[str, Any]:
+        choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish,
+                  "matched_stop": matched}
+        return {"id": self.rid, "object": CHUNK_OBJECT, "created": self.created, "model": self.req.model,
+                "choices": [choice]}
