@@ -62,17 +62,28 @@ def _steps(outs) -> int:
     return max(o["meta_info"]["completion_tokens"] for o in outs)
 
 
-def run(engine_off, engine_on, bs: int, schema: dict, max_new: int) -> JsonBenchResult:
+def _constrained(bs: int, schema: dict, max_new: int) -> List[dict]:
+    return [{"max_new_tokens": max_new, "temperature": 0, "json_schema": json.dumps(schema)}] * bs
+
+
+def measure_off(engine, bs: int, schema: dict, max_new: int) -> dict:
+    """Jump-forward off: constrained, then plain decoding of the same lengths."""
     prompts = [PROMPT] * bs
-    constrained = [{"max_new_tokens": max_new, "temperature": 0, "json_schema": json.dumps(schema)}] * bs
-    t_off, outs_off = _timed(engine_off, prompts, constrained)
+    t_off, outs_off = _timed(engine, prompts, _constrained(bs, schema, max_new))
     lengths = [o["meta_info"]["completion_tokens"] for o in outs_off]
     plain = [{"max_new_tokens": n, "temperature": 0, "ignore_eos": True} for n in lengths]
-    t_plain, outs_plain = _timed(engine_off, prompts, plain)
-    t_on, _ = _timed(engine_on, prompts, constrained)
-    steps = _steps(outs_off)
-    c_ms, u_ms = 1e3 * t_off / steps, 1e3 * t_plain / _steps(outs_plain)
-    return JsonBenchResult(bs, c_ms, u_ms, c_ms / u_ms - 1, t_on, t_off, t_off / t_on, sum(lengths))
+    t_plain, outs_plain = _timed(engine, prompts, plain)
+    return {"bs": bs, "t_off": t_off, "steps": _steps(outs_off), "t_plain": t_plain,
+            "plain_steps": _steps(outs_plain), "tokens": sum(lengths)}
+
+
+def combine(off: dict, t_on: float) -> JsonBenchResult:
+    c_ms, u_ms = 1e3 * off["t_off"] / off["steps"], 1e3 * off["t_plain"] / off["plain_steps"]
+    return JsonBenchResult(off["bs"], c_ms, u_ms, c_ms / u_ms - 1, t_on, off["t_off"], off["t_off"] / t_on, off["tokens"])
+
+
+def _best(fn, repeats: int, key):
+    return min((fn() for _ in range(repeats)), key=key)
 
 
 def main(argv: Optional[List[str]] = None) -> List[JsonBenchResult]:
@@ -88,15 +99,16 @@ def main(argv: Optional[List[str]] = None) -> List[JsonBenchResult]:
     args = parser.parse_args(argv)
     schema = json.load(open(args.schema_file)) if args.schema_file else LONG_KEY_SCHEMA
     base = ServerArgs.from_cli_args(args)
-    off = Engine(server_args=dataclasses.replace(base, disable_jump_forward=True))
-    on = Engine(server_args=dataclasses.replace(base, disable_jump_forward=False, port=base.port + 1))
-    try:
-        run(off, on, 1, schema, 16)  # warm-up: compile the grammar, fill caches
-        results = [min((run(off, on, bs, schema, args.max_new_tokens) for _ in range(args.repeats)),
-                       key=lambda r: r.constrained_ms_per_token) for bs in args.batch_size]
-    finally:
-        off.shutdown()
-        on.shutdown()
+    # One engine at a time: each sizes its KV pool from the free GPU memory.
+    with Engine(server_args=dataclasses.replace(base, disable_jump_forward=True)) as off:
+        measure_off(off, 1, schema, 16)  # warm-up: compile the grammar, fill caches
+        offs = [_best(lambda: measure_off(off, bs, schema, args.max_new_tokens), args.repeats, lambda r: r["t_off"])
+                for bs in args.batch_size]
+    with Engine(server_args=dataclasses.replace(base, disable_jump_forward=False)) as on:
+        _timed(on, [PROMPT], _constrained(1, schema, 16))
+        ons = [_best(lambda: _timed(on, [PROMPT] * bs, _constrained(bs, schema, args.max_new_tokens))[0],
+                     args.repeats, lambda t: t) for bs in args.batch_size]
+    results = [combine(o, t) for o, t in zip(offs, ons)]
     print(f"{'bs':>4}{'json ms/tok':>13}{'plain ms/tok':>14}{'overhead':>10}{'jf on s':>9}{'jf off s':>10}{'jf speedup':>12}")
     for r in results:
         print(f"{r.batch_size:>4}{r.constrained_ms_per_token:>13.3f}{r.unconstrained_ms_per_token:>14.3f}"

@@ -35,7 +35,11 @@ class SchedulePolicy:
         """Reorder `waiting` in place."""
         policy = self.policy
         if policy == "lpm" and len(waiting) > LPM_QUEUE_LIMIT:
-            policy = "fcfs"
+            # Too long to match every request each round: keep arrival order, but still let one
+            # request per shared prefix go first so the others find it cached.
+            deprioritized = self._in_batch_duplicates(waiting)
+            waiting.sort(key=lambda r: r.rid in deprioritized)
+            return
         if policy == "lpm":
             self._lpm(waiting)
         elif policy == "dfs-weight":
@@ -55,7 +59,7 @@ class SchedulePolicy:
         for req in waiting:
             if len(req.prefix_indices) > IN_BATCH_CHECK_THRESHOLD:
                 continue
-            key = req.fill_ids
+            key = req.fill_ids or req.origin_input_ids + req.output_ids
             if scratch.shared_len(key) >= IN_BATCH_DEPRIORITIZE_THRESHOLD:
                 out.add(req.rid)
             else:

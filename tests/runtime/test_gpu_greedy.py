@@ -11,7 +11,7 @@ if not torch.cuda.is_available():
     pytest.skip("needs a CUDA GPU", allow_module_level=True)
 
 NEW = 48
-NEAR_TIE = 0.1  # logprob gap between the reference's best two tokens that bf16 may flip
+NEAR_TIE = 0.5  # logprob gap that bf16 may flip: at logits near 30 its resolution is 0.125-0.25
 
 
 def _greedy(make, tokenizer, **flags):
