@@ -15,10 +15,12 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-REGEX_INT = r"[-+]?[0-9]+[ \n]*"
-REGEX_FLOAT = r"[-+]?[0-9]*\.?[0-9]+[ \n]*"
+# JSON-compatible on purpose (SGLang allows "+5", "007" and raw newlines in strings, which
+# break the JSON programs people build from these gens).
+REGEX_INT = r"-?(?:0|[1-9][0-9]*)[ \n]*"
+REGEX_FLOAT = r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?[ \n]*"
 REGEX_BOOL = r"(True|False)"
-REGEX_STR = r"\"[\w\d\s]*\""  # a quoted word string; `".*"` trips some regex->FSM compilers
+REGEX_STR = r"\"[\w\d ]*\""  # a quoted word string; `".*"` trips some regex->FSM compilers
 
 # Fields a gen may override; order matches SGLang's resolution list.
 LAYERED_FIELDS = (

@@ -11,10 +11,12 @@ from .string_regex import escape_literal
 
 __all__ = ["REGEX_INT", "REGEX_FLOAT", "REGEX_BOOL", "REGEX_STR", "dtype_regex", "choices_regex", "parse_choices"]
 
-REGEX_INT = r"[-+]?[0-9]+[ \n]*"
-REGEX_FLOAT = r"[-+]?[0-9]*\.?[0-9]+[ \n]*"
+# JSON-compatible on purpose (SGLang allows "+5", "007" and raw newlines in strings, which
+# break the JSON programs people build from these gens).
+REGEX_INT = r"-?(?:0|[1-9][0-9]*)[ \n]*"
+REGEX_FLOAT = r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?[ \n]*"
 REGEX_BOOL = r"(True|False)"
-REGEX_STR = r"\"[\w\d\s]*\""
+REGEX_STR = r"\"[\w\d ]*\""
 
 _DTYPES = {int: REGEX_INT, float: REGEX_FLOAT, bool: REGEX_BOOL, str: REGEX_STR,
            "int": REGEX_INT, "float": REGEX_FLOAT, "bool": REGEX_BOOL, "str": REGEX_STR}

@@ -133,6 +133,7 @@ def test_whitespace_pattern_option(tokenizer, walker):
         be.shutdown()
 
 
+@pytest.mark.slow  # compiling free-form JSON over the 49K vocabulary takes about a minute on 2 cores
 def test_any_json(backend, walker):
     g = backend.get_or_compile("json", "$$ANY$$").result(timeout=120)
     rng = random.Random(11)
