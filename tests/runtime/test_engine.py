@@ -13,6 +13,15 @@ def engine():
         yield eng
 
 
+@pytest.fixture(autouse=True)
+def kv_integrity(request):
+    """After every test that used the engine: free + cached + in use == total."""
+    yield
+    if "engine" in request.fixturenames:
+        info = request.getfixturevalue("engine").get_server_info()
+        assert info["kv_integrity"] == "ok", info["kv_integrity"]
+
+
 def _greedy(n=8, **kw):
     return {"max_new_tokens": n, "temperature": 0, **kw}
 
@@ -62,7 +71,10 @@ def test_stop_string_is_trimmed(engine):
 def test_parallel_samples_and_seed(engine):
     outs = engine.generate("Tell me a story:", {"max_new_tokens": 6, "n": 3, "temperature": 1.0})
     assert len(outs) == 3 and all(o["meta_info"]["completion_tokens"] == 6 for o in outs)
+    # Same seed, same computation (a cached prefix would change the logits in the last bits).
+    assert engine.flush_cache()
     a = engine.generate("Pick a number:", {"max_new_tokens": 6, "temperature": 1.0, "seed": 7})
+    assert engine.flush_cache()
     b = engine.generate("Pick a number:", {"max_new_tokens": 6, "temperature": 1.0, "seed": 7})
     assert a["text"] == b["text"]
 
