@@ -70,12 +70,11 @@ class BatchSampler:
         self.order = rids
         return self.info
 
-    def sample(self, reqs: Sequence[Req], logits: torch.Tensor, skip: Optional[Sequence[bool]] = None,
-               vocab_mask: Optional[torch.Tensor] = None) -> SampleResult:
-        """Sample for a prefill batch (`skip` given) or a decode step of the running batch."""
+    def sample(self, reqs: Sequence[Req], logits: torch.Tensor, skip: Optional[Sequence[bool]] = None) -> SampleResult:
+        """Sample for a prefill batch (`skip` given) or a decode step of the running batch.
+        Grammar masks are already applied to `logits` by the scheduler."""
         decode = skip is None
         info = self._sync(reqs) if decode else self._build(reqs)
-        info.vocab_mask = vocab_mask
         want_lp = any(r.return_logprob for r in reqs)
         tops = [r.top_logprobs_num if r.return_logprob else 0 for r in reqs]
         out = self.sampler(logits[:, : self.vocab_size], info, return_logprob=want_lp, top_logprobs_nums=tops)
