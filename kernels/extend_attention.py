@@ -46,8 +46,9 @@ class ExtendConfig:
 
 def default_extend_config(head_dim: int, interpreting: bool = False) -> ExtendConfig:
     """Hopper tiles: a 128-query tile amortises each K/V block over many rows; the [128, D] fp32
-    accumulator plus the [128, 64] scores must fit the registers of 8 warps (D <= 128), so wider
-    heads take 64-query tiles."""
+    accumulator plus the [128, BLOCK_N] scores must fit the registers of 8 warps (D <= 128), so
+    wider heads take 64-query tiles. (128-key blocks ran ~5% faster on an H200 but spill registers
+    with pipelining: tests/kernels/test_hopper_codegen.py; docs/benchmarks.md has the sweep.)"""
     if interpreting:
         return ExtendConfig(block_m=16, block_n=16, num_warps=1, num_stages=1)
     if head_dim <= 64:

@@ -49,8 +49,22 @@ class CudaGraphRunner:
         self.graphs: Dict[int, torch.cuda.CUDAGraph] = {}
         self.outputs: Dict[int, torch.Tensor] = {}
         self.pool = None
+        self.compiled_forward = self._compile() if sa.enable_torch_compile else None
+        self.compile_max_bs = sa.torch_compile_max_bs
         self.backend.init_cuda_graph_state(self.max_bs)
         self._capture_all()
+
+    def _compile(self):
+        """--enable-torch-compile: the decode forward of batches up to --torch-compile-max-bs is
+        compiled by TorchInductor (fusing the elementwise work around the custom kernels), then
+        captured in its CUDA graph like the eager forward."""
+        import torch._dynamo
+
+        # One specialization per captured batch size.
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 2 * len(self.batch_sizes))
+        torch._dynamo.config.accumulated_cache_size_limit = max(
+            torch._dynamo.config.accumulated_cache_size_limit, 4 * len(self.batch_sizes))
+        return torch.compile(self.mr.model.forward, dynamic=False)
 
     def can_run(self, fb: ForwardBatch) -> bool:
         if not fb.forward_mode.is_decode() or fb.batch_size > self.max_bs:
@@ -81,8 +95,12 @@ class CudaGraphRunner:
         fb = self._forward_batch(bs)
         self.backend.init_forward_metadata_capture_cuda_graph(bs, fb.req_pool_indices, fb.seq_lens)
 
+        forward = self.mr.model.forward
+        if self.compiled_forward is not None and bs <= self.compile_max_bs:
+            forward = self.compiled_forward
+
         def run() -> torch.Tensor:
-            hidden = self.mr.model.forward(fb.input_ids, fb.positions, fb)
+            hidden = forward(fb.input_ids, fb.positions, fb)
             return self.mr.model.compute_logits(hidden)
 
         for _ in range(2):  # warm up (lazy inits, autotuning) outside the graph

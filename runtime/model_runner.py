@@ -15,6 +15,7 @@ from typing import List, Optional
 import torch
 
 from sgl.runtime.forward_batch import ForwardBatch, ForwardMode
+from sgl.runtime.host_to_device import to_device
 from sgl.runtime.mem.memory_pool import ReqToTokenPool, TokenToKVPool
 from sgl.runtime.model_config import ModelConfig
 from sgl.runtime.models.loader import load_model
@@ -141,6 +142,8 @@ class ModelRunner:
     def _make_cuda_graph_runner(self):
         sa = self.server_args
         if self.device != "cuda" or sa.disable_cuda_graph:
+            if sa.enable_torch_compile:
+                logger.warning("--enable-torch-compile compiles the CUDA-graph decode path; ignored without CUDA graphs")
             return None
         if not hasattr(self.attn_backend, "init_cuda_graph_state"):
             logger.info("attention backend %s has no CUDA-graph support; decoding eagerly", sa.attention_backend)
@@ -158,8 +161,8 @@ class ModelRunner:
             batch_size=bs,
             input_ids=batch.input_ids,
             positions=batch.positions,
-            req_pool_indices=torch.tensor(batch.req_pool_indices(), dtype=torch.int64, device=dev),
-            seq_lens=torch.tensor(batch.seq_lens, dtype=torch.int64, device=dev),
+            req_pool_indices=to_device(batch.req_pool_indices(), torch.int64, dev),
+            seq_lens=to_device(batch.seq_lens, torch.int64, dev),
             out_cache_loc=batch.out_cache_loc,
             req_to_token_pool=self.req_to_token_pool,
             token_to_kv_pool=self.token_to_kv_pool,
@@ -170,12 +173,12 @@ class ModelRunner:
         if batch.forward_mode.is_extend():
             fb.extend_seq_lens_cpu = list(batch.extend_lens)
             fb.extend_prefix_lens_cpu = list(batch.prefix_lens)
-            fb.extend_seq_lens = torch.tensor(batch.extend_lens, dtype=torch.int64, device=dev)
-            fb.extend_prefix_lens = torch.tensor(batch.prefix_lens, dtype=torch.int64, device=dev)
+            fb.extend_seq_lens = to_device(batch.extend_lens, torch.int64, dev)
+            fb.extend_prefix_lens = to_device(batch.prefix_lens, torch.int64, dev)
             starts = [0]
             for n in batch.extend_lens[:-1]:
                 starts.append(starts[-1] + n)
-            fb.extend_start_loc = torch.tensor(starts, dtype=torch.int64, device=dev)
+            fb.extend_start_loc = to_device(starts, torch.int64, dev)
         return fb
 
     @torch.inference_mode()
@@ -199,8 +202,8 @@ class ModelRunner:
             spans.append((len(rows), start + ext - first))
             rows.extend(range(first, start + ext))
             start += ext
-        logits = self.model.compute_logits(hidden[torch.tensor(rows, device=hidden.device)])
-        last = torch.tensor([a + n - 1 for a, n in spans], device=logits.device)
+        logits = self.model.compute_logits(hidden[to_device(rows, torch.int64, hidden.device)])
+        last = to_device([a + n - 1 for a, n in spans], torch.int64, logits.device)
         inputs = [logits[a : a + n - 1] if n > 1 else None for a, n in spans]
         return LogitsOutput(logits[last], inputs)
 

@@ -140,7 +140,6 @@ class ServerArgs:
             self.attention_backend = "torch_native" if self.device == "cpu" else "triton"
         if self.device == "cpu":
             self.disable_cuda_graph = True
-            self.disable_overlap_schedule = True
         if self.model_path.endswith(".gguf") and self.load_format == "auto":
             self.load_format = "gguf"
         self.check()

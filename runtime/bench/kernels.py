@@ -209,7 +209,8 @@ def sweep_extend(prefix: List[int], extend: List[int], mm_tflops: float) -> List
     inp = extend_inputs(prefix, extend)
     want = run_extend(inp)().clone()
     rows = []
-    for bm, bn, warps, stages in ((128, 64, 8, 3), (128, 64, 8, 2), (128, 64, 8, 4), (128, 128, 8, 2), (128, 32, 4, 3),
+    for bm, bn, warps, stages in ((128, 64, 8, 3), (128, 64, 8, 2), (128, 64, 8, 4), (128, 128, 8, 2), (128, 128, 8, 1),
+                                  (128, 32, 4, 3),
                                   (64, 64, 4, 3), (128, 64, 4, 3)):
         cfg = ExtendConfig(block_m=bm, block_n=bn, num_warps=warps, num_stages=stages)
         try:
@@ -339,7 +340,7 @@ def print_table(report: Dict) -> None:
               f"{r['rel_err_vs_torch']:>9.1e}")
 
 
-def run(sweep: bool = True, splits: int = 8) -> Dict:
+def run(sweep: str = "all", splits: int = 8) -> Dict:
     import triton
 
     torch.manual_seed(0)
@@ -349,9 +350,9 @@ def run(sweep: bool = True, splits: int = 8) -> Dict:
     decode = [bench_decode_point(bs, ctx, splits, copy_gbs) for bs, ctx in DECODE_POINTS]
     decode.insert(1, bench_decode_point(*DECODE_POINTS[0], splits, copy_gbs, scattered=False))
     report["decode"] = decode
-    report["decode_sweep"] = sweep_decode(*DECODE_POINTS[0], copy_gbs) if sweep else []
+    report["decode_sweep"] = sweep_decode(*DECODE_POINTS[0], copy_gbs) if sweep in ("all", "decode") else []
     report["extend"] = [bench_extend_point(name, prefix, extend, mm) for name, prefix, extend in EXTEND_CASES]
-    report["extend_sweep"] = sweep_extend(*EXTEND_CASES[0][1:], mm) if sweep else []
+    report["extend_sweep"] = sweep_extend(*EXTEND_CASES[0][1:], mm) if sweep in ("all", "extend") else []
     report["layers"] = bench_layers(copy_gbs, LAYER_TOKENS)
     return report
 
@@ -360,11 +361,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="write every number to this path")
     parser.add_argument("--splits", type=int, default=8, help="max KV splits for the decode table (the server default)")
-    parser.add_argument("--no-sweep", action="store_true", help="skip the launch-shape sweeps")
+    parser.add_argument("--sweep", choices=["all", "decode", "extend", "none"], default="all",
+                        help="which launch-shape sweeps to run")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("this benchmark needs a CUDA GPU")
-    report = run(sweep=not args.no_sweep, splits=args.splits)
+    report = run(sweep=args.sweep, splits=args.splits)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)

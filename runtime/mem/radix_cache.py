@@ -133,8 +133,10 @@ class RadixCache:
             token_ids = all_ids[: min(len(all_ids) - 1, req.kv_allocated_len)]
         all_kv = self.req_to_token_pool.req_to_token[req.req_pool_idx, : req.kv_allocated_len].to(torch.int64)
         kv = all_kv[: len(token_ids)]
-        # Slots past the cached tokens (e.g. a prompt that produced no output) are freed too.
-        self.token_to_kv_pool.free(all_kv[len(token_ids) :])
+        # The request's own slots past the cached tokens (e.g. a prompt that produced no output) are
+        # freed too; slots of its matched prefix belong to the tree, even past `token_ids`.
+        own_from = len(req.prefix_indices) if not self.disable else 0
+        self.token_to_kv_pool.free(all_kv[max(len(token_ids), own_from) :])
         if self.disable:
             self.token_to_kv_pool.free(kv)
         else:

@@ -17,6 +17,7 @@ from typing import Collection, Optional, Sequence
 import torch
 
 from sgl.runtime.sampling.params import SamplingParams
+from sgl.runtime.host_to_device import to_device
 from sgl.runtime.sampling.penalties import Penalizer
 
 
@@ -96,11 +97,9 @@ class SamplingBatchInfo:
         return cls(
             temperatures=_floats([p.effective_temperature() for p in params], device).view(-1, 1),
             top_ps=_floats([p.top_p for p in params], device),
-            top_ks=torch.tensor(
-                [min(p.effective_top_k(), vocab_size) for p in params], dtype=torch.int64, device=device
-            ),
+            top_ks=to_device([min(p.effective_top_k(), vocab_size) for p in params], torch.int64, device),
             min_ps=_floats([p.min_p for p in params], device),
-            is_greedy=torch.tensor([p.is_greedy for p in params], dtype=torch.bool, device=device),
+            is_greedy=to_device([p.is_greedy for p in params], torch.bool, device),
             params=params,
             output_lens=[len(o) for o in outputs],
             penalizer=penalizer,
@@ -152,7 +151,7 @@ class SamplingBatchInfo:
             keep_list = [int(i) for i in keep_indices]
         if any(i < 0 or i >= self.batch_size for i in keep_list):
             raise ValueError(f"keep_indices must be in [0, {self.batch_size}), got {keep_list}.")
-        keep = torch.tensor(keep_list, dtype=torch.int64, device=self.device)
+        keep = to_device(keep_list, torch.int64, self.device)
         for name in ("temperatures", "top_ps", "top_ks", "min_ps", "is_greedy"):
             setattr(self, name, getattr(self, name)[keep])
         if self.vocab_mask is not None:
@@ -176,7 +175,7 @@ class SamplingBatchInfo:
 
 
 def _floats(values: list[float], device: torch.device) -> torch.Tensor:
-    return torch.tensor(values, dtype=torch.float32, device=device)
+    return to_device(values, torch.float32, device)
 
 
 def _merge_masks(

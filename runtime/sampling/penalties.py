@@ -20,6 +20,8 @@ from typing import Collection, Optional, Sequence
 
 import torch
 
+from sgl.runtime.host_to_device import move, to_device
+
 # Neutral value per state tensor: what a request that does not use the penalty holds.
 _FILL = {
     "frequency": 0.0,  # [bs, 1]
@@ -68,8 +70,8 @@ class Penalizer:
             t["counts"] = _token_counts(outputs, vocab_size, device)
         if any(p.min_new_tokens > 0 for p in params):
             stop_ids = [sorted(set(p.stop_token_ids or ()) | set(eos_token_ids)) for p in params]
-            t["min_new"] = torch.tensor([p.min_new_tokens for p in params], dtype=torch.int64, device=device)
-            t["out_lens"] = torch.tensor([len(o) for o in outputs], dtype=torch.int64, device=device)
+            t["min_new"] = to_device([p.min_new_tokens for p in params], torch.int64, device)
+            t["out_lens"] = to_device([len(o) for o in outputs], torch.int64, device)
             t["stop_mask"] = _token_mask(stop_ids, vocab_size, device, "stop_token_ids")
         return cls(bs, t)
 
@@ -124,7 +126,7 @@ def _neutral(name: str, like: torch.Tensor, rows: int) -> torch.Tensor:
 
 
 def _column(values: list[float], device: torch.device | str) -> torch.Tensor:
-    return torch.tensor(values, dtype=torch.float32, device=device).view(-1, 1)
+    return to_device(values, torch.float32, device).view(-1, 1)
 
 
 def _per_request_ids(ids: Optional[Sequence[Sequence[int]]], bs: int, name: str) -> list[list[int]]:
@@ -151,11 +153,11 @@ def _token_mask(
     rows, cols = _flat_index(id_lists, vocab_size, name)
     mask = torch.zeros(len(id_lists), vocab_size, dtype=torch.bool)
     mask[rows, cols] = True
-    return mask.to(device)
+    return move(mask, device)
 
 
 def _token_counts(id_lists: list[list[int]], vocab_size: int, device: torch.device | str) -> torch.Tensor:
     rows, cols = _flat_index(id_lists, vocab_size, "output_token_ids")
     counts = torch.zeros(len(id_lists), vocab_size, dtype=torch.float32)
     counts.index_put_((rows, cols), torch.ones(cols.numel()), accumulate=True)
-    return counts.to(device)
+    return move(counts, device)

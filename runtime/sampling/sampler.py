@@ -25,6 +25,7 @@ from typing import Optional, Sequence
 import torch
 
 from sgl.runtime.sampling.batch_info import SamplingBatchInfo
+from sgl.runtime.host_to_device import to_device
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ def _multinomial(weights: torch.Tensor, info: SamplingBatchInfo) -> torch.Tensor
     seeds = info.seeds
     unseeded = [i for i, seed in enumerate(seeds) if seed is None]
     if unseeded:
-        rows = torch.tensor(unseeded, dtype=torch.int64, device=weights.device)
+        rows = to_device(unseeded, torch.int64, weights.device)
         next_ids[rows] = torch.multinomial(weights[rows], 1).squeeze(1)
     for i, seed in enumerate(seeds):
         if seed is not None:

@@ -12,6 +12,7 @@ from typing import List, Optional
 import torch
 
 from sgl.runtime.forward_batch import ForwardMode
+from sgl.runtime.host_to_device import to_device
 from sgl.runtime.scheduler.req import Req
 
 
@@ -72,22 +73,31 @@ class ScheduleBatch:
             req.already_computed = pre + ext
             start += ext
         self.out_cache_loc = out_loc
-        self.input_ids = torch.tensor(ids, dtype=torch.int64, device=self.device)
-        self.positions = torch.tensor(pos, dtype=torch.int64, device=self.device)
+        self.input_ids = to_device(ids, torch.int64, self.device)
+        self.positions = to_device(pos, torch.int64, self.device)
 
-    def prepare_for_decode(self) -> None:
+    def prepare_for_decode(self, future_ids: Optional[torch.Tensor] = None) -> None:
+        """One KV slot per request for its last token. Under the overlap scheduler that token may
+        still be on the device (`req.future_slot`): its input id is then read from `future_ids`."""
         self.forward_mode = ForwardMode.DECODE
         bs = len(self.reqs)
         out_loc = self.alloc_token_slots(bs)
-        self.seq_lens = [r.seqlen() for r in self.reqs]
-        rows = torch.tensor([r.req_pool_idx for r in self.reqs], dtype=torch.int64, device=self.device)
-        cols = torch.tensor([r.kv_allocated_len for r in self.reqs], dtype=torch.int64, device=self.device)
+        # KV exists for every token but the last one, whether or not the host has seen it yet.
+        self.seq_lens = [r.kv_allocated_len + 1 for r in self.reqs]
+        rows = to_device([r.req_pool_idx for r in self.reqs], torch.int64, self.device)
+        cols = to_device([r.kv_allocated_len for r in self.reqs], torch.int64, self.device)
         self.req_to_token_pool.req_to_token[rows, cols] = out_loc.to(torch.int32)
         for req in self.reqs:
             req.kv_allocated_len += 1
         self.out_cache_loc = out_loc
-        self.input_ids = torch.tensor([r.output_ids[-1] for r in self.reqs], dtype=torch.int64, device=self.device)
-        self.positions = torch.tensor([s - 1 for s in self.seq_lens], dtype=torch.int64, device=self.device)
+        ids = [r.output_ids[-1] if r.future_slot is None else -1 - r.future_slot for r in self.reqs]
+        self.input_ids = to_device(ids, torch.int64, self.device)
+        if any(r.future_slot is not None for r in self.reqs):
+            if future_ids is None:
+                raise RuntimeError("a decode input is still on the device but no future map was given")
+            pending = self.input_ids < 0
+            self.input_ids = torch.where(pending, future_ids[(-1 - self.input_ids).clamp_min(0)], self.input_ids)
+        self.positions = to_device([s - 1 for s in self.seq_lens], torch.int64, self.device)
         self.prefix_lens = [s - 1 for s in self.seq_lens]
         self.extend_lens = [1] * bs
 

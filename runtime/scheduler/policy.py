@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from typing import Dict, List
+from typing import Dict, List, Set
 
 from sgl.runtime.mem.radix_cache import RadixCache, TreeNode
 from sgl.runtime.scheduler.req import Req
@@ -31,27 +31,31 @@ class SchedulePolicy:
         self.tree_cache = tree_cache
         self.rng = random.Random(rng_seed)
 
-    def calc_priority(self, waiting: List[Req]) -> None:
-        """Reorder `waiting` in place."""
+    def calc_priority(self, waiting: List[Req]) -> Set[str]:
+        """Reorder `waiting` in place. Returns the ids of requests that should wait for a round
+        (lpm): each shares a long prefix with an earlier waiting request that is not cached yet,
+        so once that one is prefilled they find the prefix cached instead of computing it again."""
         policy = self.policy
         if policy == "lpm" and len(waiting) > LPM_QUEUE_LIMIT:
             # Too long to match every request each round: keep arrival order, but still let one
             # request per shared prefix go first so the others find it cached.
             deprioritized = self._in_batch_duplicates(waiting)
             waiting.sort(key=lambda r: r.rid in deprioritized)
-            return
+            return deprioritized
         if policy == "lpm":
-            self._lpm(waiting)
-        elif policy == "dfs-weight":
+            return self._lpm(waiting)
+        if policy == "dfs-weight":
             self._dfs_weight(waiting)
         elif policy == "random":
             self.rng.shuffle(waiting)
+        return set()
 
-    def _lpm(self, waiting: List[Req]) -> None:
+    def _lpm(self, waiting: List[Req]) -> Set[str]:
         for req in waiting:
             req.init_next_round_input(self.tree_cache, rematch=not req.is_chunked)
         deprioritized = self._in_batch_duplicates(waiting)
         waiting.sort(key=lambda r: (r.rid in deprioritized, -len(r.prefix_indices)))
+        return deprioritized
 
     def _in_batch_duplicates(self, waiting: List[Req]) -> set:
         scratch = _ScratchTree()

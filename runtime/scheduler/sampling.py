@@ -7,8 +7,7 @@ batches sample with a throwaway info built from the requests' full history.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 
@@ -17,18 +16,47 @@ from sgl.runtime.sampling.sampler import SampleOutput, Sampler
 from sgl.runtime.scheduler.req import Req
 
 
-@dataclass
 class SampleResult:
-    out: SampleOutput
-    next_token_ids: List[int]
-    _logprobs: Optional[List[float]]
+    """One sampling step's tokens. On CUDA the ids (and logprobs) are copied to pinned host memory
+    without blocking; the first read waits for that copy, so the overlap scheduler can launch the
+    next batch before it reads these."""
+
+    def __init__(self, out: SampleOutput):
+        self.out = out
+        ids, lps = out.next_token_ids, out.logprobs
+        self._event = None
+        if ids.device.type == "cuda":
+            ids = _to_pinned(ids)
+            lps = _to_pinned(lps) if lps is not None else None
+            self._event = torch.cuda.Event()
+            self._event.record()
+        self._host = (ids, lps)
+        self._lists: Optional[Tuple[List[int], Optional[List[float]]]] = None
+
+    def _resolve(self) -> Tuple[List[int], Optional[List[float]]]:
+        if self._lists is None:
+            if self._event is not None:
+                self._event.synchronize()
+            ids, lps = self._host
+            self._lists = (ids.tolist(), lps.tolist() if lps is not None else None)
+        return self._lists
+
+    @property
+    def next_token_ids(self) -> List[int]:
+        return self._resolve()[0]
 
     def logprob(self, i: int) -> float:
-        return self._logprobs[i]
+        return self._resolve()[1][i]
 
     def top_logprobs(self, i: int, k: int) -> list:
         values, ids = self.out.top_logprobs[i]
         return list(zip(values[:k], ids[:k]))
+
+
+def _to_pinned(t: torch.Tensor) -> torch.Tensor:
+    host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    host.copy_(t, non_blocking=True)
+    return host
 
 
 class BatchSampler:
@@ -80,9 +108,7 @@ class BatchSampler:
         out = self.sampler(logits[:, : self.vocab_size], info, return_logprob=want_lp, top_logprobs_nums=tops)
         if decode:
             info.cumulate_output_tokens(out.next_token_ids)
-        ids = out.next_token_ids.tolist()
-        lps = out.logprobs.tolist() if out.logprobs is not None else None
-        return SampleResult(out, ids, lps)
+        return SampleResult(out)
 
     def reset(self) -> None:
         self.info, self.order = None, []

@@ -4,12 +4,25 @@ Each `step()` admits a prefill (extend) batch when one fits, otherwise runs one 
 running batch; then it samples, appends tokens, finishes requests (caching their KV in the prefix
 cache) and returns per-request deltas. The transport is injected: `event_loop(recv, send)` is
 used by the scheduler process, while tests and benchmarks call `handle()` and `step()` directly.
+
+A step is split in two: *launch* (build the batch, enqueue the forward and the sampling) and
+*process* (read the sampled tokens, append them, finish requests, emit outputs). The overlap
+scheduler (on unless `--disable-overlap-schedule`) launches batch k+1 before it processes batch
+k, so the host's work of a step runs while the device computes the previous one. The next
+decode batch takes its input ids from a device-side future map (`future_ids`) where the
+previous step's sampled tokens were written. Consequences, all invisible in the results:
+a request that finishes at step k has already been launched in step k+1, whose token for it is
+dropped (its KV slot is freed with the rest of the request); newly prefilled requests join the
+decode batch once their first token is read. Steps fall back to launch-then-process while a
+running request is constrained (its vocab mask and jump-forward need the accepted token) or
+when decode could run out of KV slots (retraction needs every token on the host).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Callable, List, Optional
 
 import torch
@@ -32,13 +45,29 @@ from sgl.runtime.scheduler.batch import ScheduleBatch
 from sgl.runtime.scheduler.grammar import GrammarManager, grammar_key
 from sgl.runtime.scheduler.policy import SchedulePolicy
 from sgl.runtime.scheduler.req import Req
-from sgl.runtime.scheduler.sampling import BatchSampler
+from sgl.runtime.scheduler.sampling import BatchSampler, SampleResult
 from sgl.runtime.server_args import ServerArgs
 
 logger = logging.getLogger(__name__)
 
 RETRACT_DECODE_STEPS = 20
 NON_STREAM_FLUSH_EVERY = 50
+PREFIX_SORT_TOKENS = 64
+
+
+def _prefix_key(req: Req) -> List[int]:
+    return req.origin_input_ids[:PREFIX_SORT_TOKENS]
+
+
+@dataclass
+class Launched:
+    """A batch whose forward and sampling are enqueued but whose tokens the host has not read."""
+
+    batch: ScheduleBatch
+    logits: object  # LogitsOutput
+    sample: SampleResult
+    partial: Optional[List[bool]]  # extend: requests with more prompt chunks to come; None = decode
+    future_base: int = -1  # decode under overlap: first future-map slot of this batch's tokens
 
 
 class Scheduler:
@@ -81,6 +110,14 @@ class Scheduler:
         self.new_token_ratio = self.init_new_token_ratio
         self.new_token_ratio_decay = (self.init_new_token_ratio - self.min_new_token_ratio) / 600
         self.decode_steps = 0
+        self.enable_overlap = not server_args.disable_overlap_schedule
+        self._inflight: Optional[Launched] = None
+        self.num_overlapped_steps = 0  # steps whose batch was launched before the previous one was processed
+        # Two batches' worth of slots: the in-flight batch's tokens stay readable while the next
+        # decode batch writes its own.
+        self._future_cap = 2 * (self.max_running_requests + 1)
+        self.future_ids = torch.zeros(self._future_cap, dtype=torch.int64, device=self.device)
+        self._future_ct = 0
         self.num_retractions = 0
         self.last_gen_time = time.perf_counter()
         self.last_gen_tokens = 0
@@ -166,25 +203,57 @@ class Scheduler:
                 self.waiting.remove(req)
                 req.finished_reason = FinishAbort(message)
                 self._pending_outputs.append(self._make_output(req))
-        for req in self.running + ([self.chunked_req] if self.chunked_req else []):
-            if req.rid == rid:
+        # Requests being prefilled by the in-flight batch are in no list until it is processed.
+        inflight = self._inflight.batch.reqs if self._inflight is not None else []
+        for req in self.running + ([self.chunked_req] if self.chunked_req else []) + inflight:
+            if req.rid == rid and not req.finished():
                 req.to_abort = message
 
     # ---- the loop -----------------------------------------------------------------------
     def has_work(self) -> bool:
         grammar_wait = self.grammar is not None and bool(self.grammar.queue)
-        return bool(self.waiting or self.running or self.chunked_req or self._pending_outputs or grammar_wait)
+        return bool(self.waiting or self.running or self.chunked_req or self._pending_outputs or grammar_wait
+                    or self._inflight is not None)
 
     def step(self) -> List[ReqOutput]:
         """One scheduling iteration; returns the per-request updates to send."""
         self._poll_grammars()
-        outputs, self._pending_outputs = self._pending_outputs, []
+        outputs = []
+        if self._inflight is not None and not self._can_overlap():
+            outputs += self._process(self._inflight)
+            self._inflight = None
+        launched = self._launch()
+        if self._inflight is not None:
+            self.num_overlapped_steps += launched is not None
+            outputs += self._process(self._inflight)
+        self._inflight = launched
+        if launched is not None and not self.enable_overlap:
+            outputs += self._process(launched)
+            self._inflight = None
+        pending, self._pending_outputs = self._pending_outputs, []
+        return pending + outputs
+
+    def _can_overlap(self) -> bool:
+        """Whether the next batch may be launched before the in-flight one is processed."""
+        if not self.enable_overlap:
+            return False
+        if any(r.grammar is not None for r in self.running):
+            return False
+        free = self.token_to_kv_pool.available_size() + self.tree_cache.evictable_size()
+        return free >= 2 * len(self.running)
+
+    def _launch(self) -> Optional[Launched]:
         batch = self._get_new_prefill_batch()
         if batch is not None:
-            outputs += self._run_extend(batch)
-        elif self.running:
-            outputs += self._run_decode()
-        return outputs
+            return self._launch_extend(batch)
+        if self.running:
+            return self._launch_decode()
+        return None
+
+    def _process(self, launched: Launched) -> List[ReqOutput]:
+        if launched.partial is None:
+            return self._process_decode(launched)
+        return self._process_extend(launched)
 
     def event_loop(self, recv: Callable[[], list], send: Callable[[object], None], idle_wait: Callable[[], None]) -> None:
         while True:
@@ -205,7 +274,7 @@ class Scheduler:
             return None
         if len(self.running) >= self.max_running_requests and self.chunked_req is None:
             return None
-        self.policy.calc_priority(self.waiting)
+        deferred = self.policy.calc_priority(self.waiting)
         adder = PrefillAdder(self, self._reserved_decode_tokens())
         if self.chunked_req is not None:
             if not adder.add_chunked_req(self.chunked_req):
@@ -214,6 +283,8 @@ class Scheduler:
         for req in list(self.waiting):
             if len(self.running) + len(adder.can_run) >= self.max_running_requests:
                 break
+            if req.rid in deferred and adder.can_run:
+                continue  # shares a prefix with a request of this batch: next round it hits the cache
             if not adder.add_one_req(req):
                 break
         if not adder.can_run:
@@ -229,20 +300,36 @@ class Scheduler:
     def _reserved_decode_tokens(self) -> float:
         return sum(min(r.remaining_new_tokens(), 4096) for r in self.running) * self.new_token_ratio
 
-    def _run_extend(self, batch: ScheduleBatch) -> List[ReqOutput]:
+    def _launch_extend(self, batch: ScheduleBatch) -> Launched:
         logits = self.model_runner.forward(batch)
         partial = [req.is_chunked > 0 for req in batch.reqs]
         sample = self.sampler.sample(batch.reqs, self._masked(batch.reqs, logits.next_token_logits), skip=partial)
+        # Neither step needs the sampled token, so both happen at launch (the KV they insert is
+        # enqueued before any later batch can read it): a chunk's bookkeeping, so the next chunk can
+        # be launched; and the prompt of every prefilled request goes into the prefix cache now, so
+        # requests sharing it hit the cache while this one is still decoding.
+        for req, part in zip(batch.reqs, partial):
+            if part:
+                self._finish_chunk_round(req)
+            elif not self.tree_cache.disable and not req.to_abort:
+                self.tree_cache.cache_unfinished_req(req)
+        return Launched(batch, logits, sample, partial)
+
+    def _process_extend(self, launched: Launched) -> List[ReqOutput]:
+        batch, sample = launched.batch, launched.sample
         outputs = []
         for i, req in enumerate(batch.reqs):
-            if partial[i]:
-                self._finish_chunk_round(req)
+            if launched.partial[i]:
                 continue
-            self._record_input_logprobs(req, logits.input_logits[i])
+            self._record_input_logprobs(req, launched.logits.input_logits[i])
             if req.sampling_params.max_new_tokens > 0 and not req.to_abort:
                 self._append_token(req, sample, i)
             outputs += self._after_token(req)
-        self.running += [r for r in batch.reqs if not r.finished() and not r.is_chunked]
+        self.running += [r for r, part in zip(batch.reqs, launched.partial) if not part and not r.finished()]
+        if not self.tree_cache.disable:
+            # Requests that share a prompt prefix also share its KV slots; side by side in the batch,
+            # the decode kernel's neighbouring programs read those slots together, mostly from L2.
+            self.running.sort(key=_prefix_key)
         return outputs
 
     def _finish_chunk_round(self, req: Req) -> None:
@@ -257,20 +344,42 @@ class Scheduler:
         self.chunked_req = req
 
     # ---- decode -------------------------------------------------------------------------
-    def _run_decode(self) -> List[ReqOutput]:
+    def _launch_decode(self) -> Launched:
         self._ensure_decode_memory()
-        batch = ScheduleBatch(self.running, self.req_to_token_pool, self.token_to_kv_pool, self.tree_cache, self.device)
-        batch.prepare_for_decode()
+        batch = ScheduleBatch(list(self.running), self.req_to_token_pool, self.token_to_kv_pool, self.tree_cache,
+                              self.device)
+        batch.prepare_for_decode(self.future_ids)
         logits = self.model_runner.forward(batch)
         sample = self.sampler.sample(batch.reqs, self._masked(batch.reqs, logits.next_token_logits))
+        launched = Launched(batch, logits, sample, None)
+        if self.enable_overlap:
+            launched.future_base = self._publish_futures(batch.reqs, sample)
+        self.decode_steps += 1
+        self.new_token_ratio = max(self.new_token_ratio - self.new_token_ratio_decay, self.min_new_token_ratio)
+        return launched
+
+    def _publish_futures(self, reqs: List[Req], sample: SampleResult) -> int:
+        """Write the step's sampled ids into the future map, so the next decode reads them on the device."""
+        bs = len(reqs)
+        base = self._future_ct if self._future_ct + bs <= self._future_cap else 0
+        self.future_ids[base : base + bs] = sample.out.next_token_ids
+        self._future_ct = base + bs
+        for i, req in enumerate(reqs):
+            req.future_slot = base + i
+        return base
+
+    def _process_decode(self, launched: Launched) -> List[ReqOutput]:
+        batch, sample = launched.batch, launched.sample
         outputs = []
         for i, req in enumerate(batch.reqs):
+            if req.future_slot == launched.future_base + i:
+                req.future_slot = None
+            if req.finished():
+                continue  # finished in the step before: this extra token is dropped
             self._append_token(req, sample, i)
             outputs += self._after_token(req)
         self.running = [r for r in self.running if not r.finished()]
         self._jump_forward()
-        self.decode_steps += 1
-        self.new_token_ratio = max(self.new_token_ratio - self.new_token_ratio_decay, self.min_new_token_ratio)
         self._log_decode(len(batch.reqs))
         return outputs
 
@@ -416,7 +525,8 @@ class Scheduler:
 
     # ---- control ------------------------------------------------------------------------
     def flush_cache(self) -> bool:
-        if self.waiting or self.running or self.chunked_req or (self.grammar is not None and self.grammar.queue):
+        if (self.waiting or self.running or self.chunked_req or self._inflight is not None
+                or (self.grammar is not None and self.grammar.queue)):
             logger.warning("Cache not flushed because there are pending requests.")
             return False
         self.tree_cache.reset()
@@ -434,6 +544,11 @@ class Scheduler:
             owned += req.kv_allocated_len - (0 if self.tree_cache.disable else len(req.prefix_indices))
         if self.chunked_req is not None and self.tree_cache.disable:
             owned += len(self.chunked_req.prefix_indices)
+        inflight = self._inflight
+        if inflight is not None and inflight.partial is not None:  # prefilled, not yet in running
+            for req, part in zip(inflight.batch.reqs, inflight.partial):
+                if not part and req.req_pool_idx is not None:
+                    owned += req.kv_allocated_len - (0 if self.tree_cache.disable else len(req.prefix_indices))
         return owned
 
     def check_integrity(self) -> None:
@@ -444,7 +559,7 @@ class Scheduler:
         used = self.owned_slots()
         total = self.max_total_num_tokens
         assert free + cached + used == total, f"KV leak: free {free} + cached {cached} + in use {used} != {total}"
-        if not self.running and not self.chunked_req:
+        if not self.running and not self.chunked_req and self._inflight is None:
             assert self.tree_cache.protected_size() == 0, "locked cache nodes with no running request"
             assert self.req_to_token_pool.available_size() == self.req_to_token_pool.size, "request slots leaked"
 

@@ -15,7 +15,10 @@ NEAR_TIE = 0.5  # logprob gap that bf16 may flip: at logits near 30 its resoluti
 
 
 def _greedy(make, tokenizer, **flags):
-    sched = make(device="cuda", dtype="bfloat16", **flags)
+    return _run_greedy(make(device="cuda", dtype="bfloat16", **flags), tokenizer)
+
+
+def _run_greedy(sched, tokenizer):
     for i, p in enumerate(PROMPTS):
         submit(sched, tokenizer, str(i), tokenizer.encode(p), max_new_tokens=NEW, temperature=0, ignore_eos=True,
                return_logprob=True, top_logprobs_num=2)
@@ -46,9 +49,34 @@ def reference(make_gpu, tokenizer):
     return _greedy(make_gpu, tokenizer, attention_backend="torch_native", disable_cuda_graph=True)
 
 
-@pytest.mark.parametrize("flags", [{"disable_cuda_graph": True}, {}], ids=["eager", "cuda-graph"])
+@pytest.mark.parametrize(
+    "flags",
+    [
+        {"disable_cuda_graph": True},
+        {},
+        {"disable_overlap_schedule": True},
+        {"disable_cuda_graph": True, "disable_overlap_schedule": True},
+        {"enable_torch_compile": True, "cuda_graph_bs": [8]},
+    ],
+    ids=["eager", "cuda-graph", "cuda-graph-no-overlap", "eager-no-overlap", "torch-compile"],
+)
 def test_triton_greedy_matches_torch_native(make_gpu, tokenizer, reference, flags):
     got = _greedy(make_gpu, tokenizer, attention_backend="triton", **flags)
+    _assert_close(got, reference)
+
+
+@pytest.mark.parametrize("kv", ["fp8_e4m3", "fp8_e5m2"])
+def test_fp8_kv_cache(make_gpu, tokenizer, kv):
+    """An fp8 KV cache end to end: the Triton backend (CUDA graphs, overlap) gives the torch-native
+    backend's tokens over the same fp8 cache, and the pool stores one byte per value."""
+    ref = _greedy(make_gpu, tokenizer, attention_backend="torch_native", disable_cuda_graph=True, kv_cache_dtype=kv)
+    sched = make_gpu(device="cuda", dtype="bfloat16", attention_backend="triton", kv_cache_dtype=kv)
+    assert sched.token_to_kv_pool.k_buffer[0].element_size() == 1
+    got = _run_greedy(sched, tokenizer)
+    _assert_close(got, ref)
+
+
+def _assert_close(got, reference):
     for rid, (ref_ids, gaps) in reference.items():
         ids = got[rid][0]
         for i, (a, b) in enumerate(zip(ids, ref_ids)):

@@ -112,6 +112,23 @@ def test_finished_request_frees_or_caches_everything(pools, cache_cls):
         assert tree.match_prefix([1, 2, 3, 4, 5, 6])[0].numel() == 5
 
 
+def test_finished_before_its_first_token_keeps_the_cached_prompt(pools):
+    """A request aborted right after prefill (no output token) whose whole prompt was already put in
+    the tree: finishing caches one token fewer than its prefix, and must not free the tree's slots."""
+    r2t, kv = pools
+    tree = RadixCache(r2t, kv)
+    row = r2t.alloc(1)[0]
+    ids = [1, 2, 3, 4]
+    r2t.write(row, 0, _slots(kv, 4))
+    req = _Req(ids, [], row, 4)
+    tree.cache_unfinished_req(req)  # the prompt enters the tree at prefill
+    assert len(req.prefix_indices) == 4
+    tree.cache_finished_req(req)  # caches ids[:3]; ids[3]'s slot is still the tree's
+    assert kv.available_size() + tree.total_size() == kv.size
+    assert tree.total_size() == 4 and tree.protected_size() == 0
+    tree.check_integrity()
+
+
 def test_random_operations_keep_integrity(pools):
     r2t, kv = pools
     tree = RadixCache(r2t, kv)

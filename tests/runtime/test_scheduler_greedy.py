@@ -72,3 +72,49 @@ def test_retraction_gives_same_text(make_scheduler, tokenizer, prompt_ids):
     for i in range(len(prompt_ids)):
         assert got[str(i)]["ids"] == big[str(i)]["ids"], f"prompt {i} differs after retraction"
     small.check_integrity()
+
+
+@pytest.mark.parametrize("overlap", [False, True], ids=["plain", "overlap"])
+def test_running_prompt_is_shared(make_scheduler, tokenizer, overlap):
+    """A prompt enters the prefix cache when it is prefilled, not when its request finishes: a
+    request sharing it hits the cache while the first one is still decoding."""
+    sched = make_scheduler(disable_overlap_schedule=not overlap)
+    system = list(range(1000, 1200))
+    submit(sched, tokenizer, "first", system + [5, 6, 7], max_new_tokens=40, temperature=0, ignore_eos=True)
+    for _ in range(3):
+        sched.step()
+        sched.check_integrity()
+    assert any(r.rid == "first" for r in sched.running), "the first request should be decoding"
+    submit(sched, tokenizer, "second", system + [8, 9], max_new_tokens=4, temperature=0, ignore_eos=True)
+    results = run_all(sched)
+    assert results["second"]["out"].cached_tokens == len(system)
+    assert "first" in results
+
+
+def test_running_batch_groups_shared_prefixes(make_scheduler, tokenizer):
+    """Requests sharing a prompt prefix sit side by side in the decode batch (their KV slots are
+    shared, so the decode kernel reads them together), whatever order they arrived in."""
+    sched = make_scheduler(disable_overlap_schedule=True)
+    a, b = list(range(2000, 2080)), list(range(1000, 1080))
+    for i in range(3):
+        submit(sched, tokenizer, f"a{i}", a + [10 + i], max_new_tokens=8, temperature=0, ignore_eos=True)
+        submit(sched, tokenizer, f"b{i}", b + [10 + i], max_new_tokens=8, temperature=0, ignore_eos=True)
+    while len(sched.running) < 6:
+        sched.step()
+    groups = [r.rid[0] for r in sched.running]
+    assert groups in (list("bbbaaa"), list("aaabbb")), groups
+    run_all(sched)
+
+
+@pytest.mark.parametrize("queue", [6, 140], ids=["short-queue", "long-queue"])
+def test_shared_prefix_computed_once(make_scheduler, tokenizer, queue):
+    """Requests arriving together with a common uncached prefix: one computes it, the others wait
+    a round and find it cached (lpm; on long queues too, where matching falls back to fcfs)."""
+    sched = make_scheduler(max_running_requests=256)
+    prefixes = [list(range(1000 + 300 * g, 1000 + 300 * g + 200)) for g in range(2)]
+    for i in range(queue):
+        submit(sched, tokenizer, f"r{i}", prefixes[i % 2] + [7, i % 50 + 10], max_new_tokens=2, temperature=0,
+               ignore_eos=True)
+    results = run_all(sched)
+    cached = sorted(r["out"].cached_tokens for r in results.values())
+    assert cached[:2] == [0, 0] and all(c >= 200 for c in cached[2:]), cached[:6]
