@@ -106,7 +106,8 @@ def _decode_split_kernel(
         slots = tl.load(r2t_row + offs_n, mask=n_mask, other=0).to(tl.int64)
         k = tl.load(K + slots[:, None] * stride_kt + kv_head * stride_kh + offs_d[None, :],
                     mask=n_mask[:, None] & d_mask[None, :], other=0.0).to(q.dtype)
-        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
+        # fp32 even when a caller (TorchInductor) passes the scale as a float64 scalar
+        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * tl.cast(qk_scale, tl.float32)
         qk = tl.where(n_mask[None, :], qk, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(qk, 1))
         alpha = tl.exp2(m_i - m_new)

@@ -80,7 +80,7 @@ def plan_extend_tiles(extend_lens: Sequence[int], prefix_lens: Sequence[int], bl
 @triton.jit
 def _attend_block(q, k, v, acc, m_i, l_i, qk_scale, mask, MASKED: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """One online-softmax step: fold keys k [N, D] / values v [N, Dv] into (acc, m_i, l_i)."""
-    qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
+    qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * tl.cast(qk_scale, tl.float32)  # fp32 under Inductor too
     if MASKED:
         qk = tl.where(mask, qk, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(qk, 1))

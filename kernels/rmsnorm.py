@@ -35,7 +35,7 @@ def _rmsnorm_kernel(X, R, W, Out, SumOut, stride_x, stride_r, stride_o, stride_s
         x = (x.to(tl.float32) + r.to(tl.float32)).to(X.dtype.element_ty)
         tl.store(SumOut + row * stride_s + offs, x, mask=mask)
     x32 = x.to(tl.float32)
-    rstd = tl.rsqrt(tl.sum(x32 * x32, 0) / n_cols + eps)
+    rstd = tl.rsqrt(tl.sum(x32 * x32, 0) / n_cols + tl.cast(eps, tl.float32))  # fp32 under Inductor too
     normed = (x32 * rstd).to(X.dtype.element_ty)
     w = tl.load(W + offs, mask=mask, other=0.0)
     tl.store(Out + row * stride_o + offs, (w.to(tl.float32) * normed.to(tl.float32)).to(Out.dtype.element_ty),

@@ -54,8 +54,9 @@ class ModelRunner:
             model = load_model(self.model_config, server_args.load_format, self.device, self.dtype)
         self.model = model
         self.model.eval()
-        self._init_memory_pool()
+        # The backend first: the memory profile runs a prefill through it.
         self.attn_backend = self._make_attn_backend()
+        self._init_memory_pool()
         self.busy_timer = BusyTimer(self.device)
         self.cuda_graph_runner = self._make_cuda_graph_runner()
 
@@ -210,9 +211,8 @@ class ModelRunner:
 
 @torch.inference_mode()
 def profile_prefill_peak(runner: "ModelRunner", num_tokens: int) -> int:
-    """Peak memory above the weights of one `num_tokens` prefill, on a throwaway KV pool."""
-    from sgl.runtime.attention.torch_native import TorchNativeAttnBackend
-
+    """Peak memory above the weights of one `num_tokens` prefill through the runner's attention
+    backend, on a throwaway KV pool."""
     mc = runner.model_config
     dev = runner.device
     r2t = ReqToTokenPool(2, num_tokens + 4, dev)
@@ -227,8 +227,10 @@ def profile_prefill_peak(runner: "ModelRunner", num_tokens: int) -> int:
         forward_mode=ForwardMode.EXTEND, batch_size=1, input_ids=ids,
         positions=torch.arange(num_tokens, device=dev), req_pool_indices=torch.zeros(1, dtype=torch.int64, device=dev),
         seq_lens=torch.tensor([num_tokens], device=dev), out_cache_loc=slots, req_to_token_pool=r2t,
-        token_to_kv_pool=kv, attn_backend=TorchNativeAttnBackend(runner), seq_lens_cpu=[num_tokens],
+        token_to_kv_pool=kv, attn_backend=runner.attn_backend, seq_lens_cpu=[num_tokens],
         req_pool_indices_cpu=[0], extend_seq_lens_cpu=[num_tokens], extend_prefix_lens_cpu=[0],
+        extend_seq_lens=torch.tensor([num_tokens], device=dev), extend_prefix_lens=torch.zeros(1, dtype=torch.int64, device=dev),
+        extend_start_loc=torch.zeros(1, dtype=torch.int64, device=dev),
     )
     fb.attn_backend.init_forward_metadata(fb)
     hidden = runner.model.forward(ids, fb.positions, fb)

@@ -272,7 +272,8 @@ class Scheduler:
     def _get_new_prefill_batch(self) -> Optional[ScheduleBatch]:
         if not self.waiting and self.chunked_req is None:
             return None
-        if len(self.running) >= self.max_running_requests and self.chunked_req is None:
+        num_running = len(self.running) + len(self._inflight_prefilled())
+        if num_running >= self.max_running_requests and self.chunked_req is None:
             return None
         deferred = self.policy.calc_priority(self.waiting)
         adder = PrefillAdder(self, self._reserved_decode_tokens())
@@ -281,7 +282,7 @@ class Scheduler:
                 return None  # wait for decodes to free memory
             self.chunked_req = None
         for req in list(self.waiting):
-            if len(self.running) + len(adder.can_run) >= self.max_running_requests:
+            if num_running + len(adder.can_run) >= self.max_running_requests:
                 break
             if req.rid in deferred and adder.can_run:
                 continue  # shares a prefix with a request of this batch: next round it hits the cache
@@ -297,8 +298,26 @@ class Scheduler:
         self._log_prefill(batch, adder)
         return batch
 
+    def _inflight_prefilled(self) -> List[Req]:
+        """Requests of the in-flight prefill batch that will join the running batch (overlap)."""
+        inflight = self._inflight
+        if inflight is None or inflight.partial is None:
+            return []
+        return [r for r, part in zip(inflight.batch.reqs, inflight.partial) if not part and not r.finished()]
+
     def _reserved_decode_tokens(self) -> float:
-        return sum(min(r.remaining_new_tokens(), 4096) for r in self.running) * self.new_token_ratio
+        """KV slots the running requests are expected to still need. A request that can stop early
+        (EOS, stop token or string) is expected to use `new_token_ratio` of what it has left (SGLang's
+        adaptive estimate); one with `ignore_eos` and no stop string will use all of it, and
+        under-reserving for such requests only buys retractions (each one recomputes a prefill)."""
+        certain = estimated = 0
+        for r in self.running + self._inflight_prefilled():
+            left = min(r.remaining_new_tokens(), 4096)
+            if r.sampling_params.ignore_eos and not r.sampling_params.stop_strs:
+                certain += left
+            else:
+                estimated += left
+        return certain + estimated * self.new_token_ratio
 
     def _launch_extend(self, batch: ScheduleBatch) -> Launched:
         logits = self.model_runner.forward(batch)

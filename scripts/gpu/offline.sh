@@ -1,12 +1,18 @@
-# Offline throughput. Usage: bash scripts/gpu/offline.sh [t2|t4|all]
-# T2: random 1024/1024 x 2000. T4: shared prefixes with and without the radix cache.
+# Offline throughput. Usage: bash scripts/gpu/offline.sh [t2|t2-fp8|t4|all]
+# T2: random 1024/1024 x 2000 (bf16 KV; t2-fp8 with an fp8_e5m2 KV cache). T4: shared prefixes
+# with and without the radix cache.
 source scripts/gpu/setup.sh
 what=${1:-all}
-O="python3 -m sgl.bench_offline_throughput --model-path llama-3.1-8b --load-format dummy --log-level warning --result-filename $OUT/offline.jsonl"
+O="python3 -m sgl.bench_offline_throughput --model-path llama-3.1-8b --load-format dummy --result-filename $OUT/offline.jsonl"
+T2="--dataset-name random --random-input-len 1024 --random-output-len 1024 --random-range-ratio 1.0 --num-prompts 2000"
+summary() { grep -c "Decode out of memory" "$1" | sed 's/^/retractions: /'; tail -7 "$1"; }
 if [ "$what" = all ] || [ "$what" = t2 ]; then
-  timeout 420 $O --dataset-name random --random-input-len 1024 --random-output-len 1024 --random-range-ratio 1.0 --num-prompts 2000 2>&1 | tail -8
+  timeout 480 $O $T2 > "$OUT/t2.log" 2>&1; summary "$OUT/t2.log"
+fi
+if [ "$what" = all ] || [ "$what" = t2-fp8 ]; then
+  timeout 400 $O $T2 --kv-cache-dtype fp8_e5m2 > "$OUT/t2_fp8.log" 2>&1; summary "$OUT/t2_fp8.log"
 fi
 if [ "$what" = all ] || [ "$what" = t4 ]; then
-  timeout 150 $O --dataset-name generated-shared-prefix 2>&1 | tail -8
-  timeout 210 $O --dataset-name generated-shared-prefix --disable-radix-cache 2>&1 | tail -8
+  timeout 150 $O --dataset-name generated-shared-prefix > "$OUT/t4.log" 2>&1; summary "$OUT/t4.log"
+  timeout 210 $O --dataset-name generated-shared-prefix --disable-radix-cache > "$OUT/t4_noradix.log" 2>&1; summary "$OUT/t4_noradix.log"
 fi

@@ -11,7 +11,7 @@ if not torch.cuda.is_available():
     pytest.skip("needs a CUDA GPU", allow_module_level=True)
 
 NEW = 48
-NEAR_TIE = 0.5  # logprob gap that bf16 may flip: at logits near 30 its resolution is 0.125-0.25
+NEAR_TIE = 0.5  # logprob gap that bf16 may flip: two steps of its resolution (0.25) at logits of 32-64
 
 
 def _greedy(make, tokenizer, **flags):
@@ -81,7 +81,7 @@ def _assert_close(got, reference):
         ids = got[rid][0]
         for i, (a, b) in enumerate(zip(ids, ref_ids)):
             if a != b:
-                assert gaps[i] < NEAR_TIE, f"prompt {rid}: token {i} differs ({a} vs {b}), gap {gaps[i]:.3f}"
+                assert gaps[i] <= NEAR_TIE, f"prompt {rid}: token {i} differs ({a} vs {b}), gap {gaps[i]:.3f}"
                 break
         else:
             assert len(ids) == len(ref_ids)

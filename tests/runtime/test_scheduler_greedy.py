@@ -21,9 +21,12 @@ def reference(default_gguf, prompt_ids):
     return [hf_greedy(model, ids, NEW_TOKENS) for ids in prompt_ids]
 
 
-def _greedy_batch(sched, tokenizer, prompt_ids, tag=""):
+def _greedy_batch(sched, tokenizer, prompt_ids, tag="", ignore_eos=True):
+    # Without ignore_eos, min_new_tokens still makes every request decode NEW_TOKENS tokens.
+    extra = {} if ignore_eos else {"min_new_tokens": NEW_TOKENS}
     for i, ids in enumerate(prompt_ids):
-        submit(sched, tokenizer, f"{tag}{i}", ids, max_new_tokens=NEW_TOKENS, temperature=0, ignore_eos=True)
+        submit(sched, tokenizer, f"{tag}{i}", ids, max_new_tokens=NEW_TOKENS, temperature=0, ignore_eos=ignore_eos,
+               **extra)
     return run_all(sched)
 
 
@@ -64,10 +67,12 @@ def test_cache_tokens_sequence(make_scheduler, tokenizer):
 
 
 def test_retraction_gives_same_text(make_scheduler, tokenizer, prompt_ids):
-    big = _greedy_batch(make_scheduler(), tokenizer, prompt_ids)
+    # Requests that may stop at EOS are admitted on an estimate of their length, which a small pool
+    # turns into retractions (these ones cannot stop before NEW_TOKENS, so the estimate is short).
+    big = _greedy_batch(make_scheduler(), tokenizer, prompt_ids, ignore_eos=False)
     total = sum(len(x) for x in prompt_ids)
     small = make_scheduler(max_total_tokens=total + 150, disable_radix_cache=True)
-    got = _greedy_batch(small, tokenizer, prompt_ids)
+    got = _greedy_batch(small, tokenizer, prompt_ids, ignore_eos=False)
     assert small.num_retractions > 0, "the small pool should force retraction"
     for i in range(len(prompt_ids)):
         assert got[str(i)]["ids"] == big[str(i)]["ids"], f"prompt {i} differs after retraction"
@@ -118,3 +123,13 @@ def test_shared_prefix_computed_once(make_scheduler, tokenizer, queue):
     results = run_all(sched)
     cached = sorted(r["out"].cached_tokens for r in results.values())
     assert cached[:2] == [0, 0] and all(c >= 200 for c in cached[2:]), cached[:6]
+
+
+def test_ignore_eos_requests_are_not_over_admitted(make_scheduler, tokenizer, prompt_ids):
+    """Requests with ignore_eos will decode all their tokens: admission reserves them in full, so a
+    small pool queues requests instead of admitting them and retracting later."""
+    total = sum(len(x) for x in prompt_ids)
+    small = make_scheduler(max_total_tokens=total + 150, disable_radix_cache=True)
+    got = _greedy_batch(small, tokenizer, prompt_ids)
+    assert small.num_retractions == 0
+    assert all(len(r["ids"]) == NEW_TOKENS for r in got.values())
