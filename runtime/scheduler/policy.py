@@ -18,6 +18,7 @@ LPM_QUEUE_LIMIT = 128
 # In-batch prefix sharing: a request with little cached prefix that shares a long prefix with an
 # earlier waiting request waits one round, so the first one fills the cache for both.
 IN_BATCH_CHECK_THRESHOLD = 32
+IN_BATCH_HEAD = 2 * LPM_QUEUE_LIMIT  # on long queues, the requests checked for in-batch sharing
 IN_BATCH_DEPRIORITIZE_THRESHOLD = 32
 
 
@@ -39,7 +40,8 @@ class SchedulePolicy:
         if policy == "lpm" and len(waiting) > LPM_QUEUE_LIMIT:
             # Too long to match every request each round: keep arrival order, but still let one
             # request per shared prefix go first so the others find it cached.
-            deprioritized = self._in_batch_duplicates(waiting)
+            # Only the head of the queue can be admitted this round, so only it is checked.
+            deprioritized = self._in_batch_duplicates(waiting[:IN_BATCH_HEAD])
             waiting.sort(key=lambda r: r.rid in deprioritized)
             return deprioritized
         if policy == "lpm":

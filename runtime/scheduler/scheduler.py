@@ -53,6 +53,7 @@ logger = logging.getLogger(__name__)
 RETRACT_DECODE_STEPS = 20
 NON_STREAM_FLUSH_EVERY = 50
 PREFIX_SORT_TOKENS = 64
+PREFILL_RETRY_STEPS = 16
 
 
 def _prefix_key(req: Req) -> List[int]:
@@ -112,6 +113,10 @@ class Scheduler:
         self.decode_steps = 0
         self.enable_overlap = not server_args.disable_overlap_schedule
         self._inflight: Optional[Launched] = None
+        # Set when a prefill round admitted nothing (no memory or request slots); cleared when that
+        # can change (a request finishes, is retracted or arrives), so a long queue that cannot run
+        # costs no scheduling work per decode step.
+        self._prefill_blocked = False
         self.num_overlapped_steps = 0  # steps whose batch was launched before the previous one was processed
         # Two batches' worth of slots: the in-flight batch's tokens stay readable while the next
         # decode batch writes its own.
@@ -164,6 +169,7 @@ class Scheduler:
                 self.grammar.submit(req)
             return
         self.waiting.append(req)
+        self._prefill_blocked = False
 
     def _fail(self, req: Req, message: str) -> None:
         """Finish a request that cannot run, as a client error; the others are unaffected."""
@@ -175,6 +181,7 @@ class Scheduler:
             return
         ready, failed = self.grammar.poll()
         self.waiting += ready
+        self._prefill_blocked &= not ready
         for req, error in failed:
             self._fail(req, error)
 
@@ -272,6 +279,8 @@ class Scheduler:
     def _get_new_prefill_batch(self) -> Optional[ScheduleBatch]:
         if not self.waiting and self.chunked_req is None:
             return None
+        if self._prefill_blocked and self.chunked_req is None:
+            return None
         num_running = len(self.running) + len(self._inflight_prefilled())
         if num_running >= self.max_running_requests and self.chunked_req is None:
             return None
@@ -289,6 +298,7 @@ class Scheduler:
             if not adder.add_one_req(req):
                 break
         if not adder.can_run:
+            self._prefill_blocked = self.chunked_req is None
             return None
         for req in adder.can_run:
             if req in self.waiting:
@@ -374,6 +384,8 @@ class Scheduler:
         if self.enable_overlap:
             launched.future_base = self._publish_futures(batch.reqs, sample)
         self.decode_steps += 1
+        if self.decode_steps % PREFILL_RETRY_STEPS == 0:
+            self._prefill_blocked = False  # the shrinking decode reservation may have made room
         self.new_token_ratio = max(self.new_token_ratio - self.new_token_ratio_decay, self.min_new_token_ratio)
         return launched
 
@@ -426,6 +438,7 @@ class Scheduler:
             retracted.append(req)
         self.running = order
         self.waiting = retracted + self.waiting
+        self._prefill_blocked = False
         self.num_retractions += len(retracted)
         if self.token_to_kv_pool.available_size() < len(order):
             raise RuntimeError("KV pool too small for a single request; lower --max-running-requests or raise memory")
@@ -469,6 +482,7 @@ class Scheduler:
             req.output_ids, req.rewrite = new_ids, True
             self.running.remove(req)
             self.waiting.insert(0, req)
+            self._prefill_blocked = False
 
     def _append_token(self, req: Req, sample, i: int) -> None:
         token = int(sample.next_token_ids[i])
@@ -511,6 +525,8 @@ class Scheduler:
         req.input_top_logprobs = tops if req.top_logprobs_num > 0 else None
 
     def _make_output(self, req: Req) -> ReqOutput:
+        if req.finished():
+            self._prefill_blocked = False  # its memory and request slot are free again
         sp = req.sampling_params
         rewrite, req.rewrite = req.rewrite, False
         new_ids = req.output_ids[0 if rewrite else req.send_offset :]
@@ -549,6 +565,7 @@ class Scheduler:
             logger.warning("Cache not flushed because there are pending requests.")
             return False
         self.tree_cache.reset()
+        self._prefill_blocked = False
         if self.grammar is not None:
             self.grammar.reset()
         self.req_to_token_pool.clear()

@@ -95,7 +95,8 @@ def test_overlap_with_retraction(make_scheduler, tokenizer):
         sched = make_scheduler(max_total_tokens=total + 120, disable_radix_cache=True,
                                disable_overlap_schedule=disable)
         for i, x in enumerate(ids):
-            submit(sched, tokenizer, f"q{i}", x, max_new_tokens=40, temperature=0, ignore_eos=True)
+            # not ignore_eos: admission estimates their length, and the small pool makes it retract
+            submit(sched, tokenizer, f"q{i}", x, max_new_tokens=40, temperature=0, min_new_tokens=40)
         runs.append(run_all(sched))
         assert sched.num_retractions > 0, "the small pool should force retraction"
     for rid in runs[0]:
