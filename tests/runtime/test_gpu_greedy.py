@@ -65,6 +65,12 @@ def test_triton_greedy_matches_torch_native(make_gpu, tokenizer, reference, flag
     _assert_close(got, reference)
 
 
+# In a prefill the Triton backend attends to the new tokens' own K/V before they are quantized (as
+# SGLang's does); torch-native reads them back from the pool. With e5m2's 2-bit mantissa that moves
+# logits by up to ~1 (an H100 run showed a first-token flip at a 0.75 gap), so its ties are wider.
+FP8_NEAR_TIE = {"fp8_e4m3": NEAR_TIE, "fp8_e5m2": 1.0}
+
+
 @pytest.mark.parametrize("kv", ["fp8_e4m3", "fp8_e5m2"])
 def test_fp8_kv_cache(make_gpu, tokenizer, kv):
     """An fp8 KV cache end to end: the Triton backend (CUDA graphs, overlap) gives the torch-native
@@ -73,15 +79,15 @@ def test_fp8_kv_cache(make_gpu, tokenizer, kv):
     sched = make_gpu(device="cuda", dtype="bfloat16", attention_backend="triton", kv_cache_dtype=kv)
     assert sched.token_to_kv_pool.k_buffer[0].element_size() == 1
     got = _run_greedy(sched, tokenizer)
-    _assert_close(got, ref)
+    _assert_close(got, ref, FP8_NEAR_TIE[kv])
 
 
-def _assert_close(got, reference):
+def _assert_close(got, reference, near_tie=NEAR_TIE):
     for rid, (ref_ids, gaps) in reference.items():
         ids = got[rid][0]
         for i, (a, b) in enumerate(zip(ids, ref_ids)):
             if a != b:
-                assert gaps[i] <= NEAR_TIE, f"prompt {rid}: token {i} differs ({a} vs {b}), gap {gaps[i]:.3f}"
+                assert gaps[i] <= near_tie, f"prompt {rid}: token {i} differs ({a} vs {b}), gap {gaps[i]:.3f}"
                 break
         else:
             assert len(ids) == len(ref_ids)
