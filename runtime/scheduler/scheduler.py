@@ -576,15 +576,10 @@ class Scheduler:
     def owned_slots(self) -> int:
         """KV slots held by requests and not by the prefix cache."""
         owned = 0
-        for req in self.running:
+        for req in self.running + self._inflight_prefilled():
             owned += req.kv_allocated_len - (0 if self.tree_cache.disable else len(req.prefix_indices))
         if self.chunked_req is not None and self.tree_cache.disable:
             owned += len(self.chunked_req.prefix_indices)
-        inflight = self._inflight
-        if inflight is not None and inflight.partial is not None:  # prefilled, not yet in running
-            for req, part in zip(inflight.batch.reqs, inflight.partial):
-                if not part and req.req_pool_idx is not None:
-                    owned += req.kv_allocated_len - (0 if self.tree_cache.disable else len(req.prefix_indices))
         return owned
 
     def check_integrity(self) -> None:
