@@ -15,7 +15,8 @@ three parts so that only the blocks that need a mask pay for it:
   3. new keys before the tile's first query, contiguous and unmasked; then the diagonal blocks,
      masked causally.
 The tile table (request, first query) is planned on the host from the host-side lengths, with the
-tiles that see the most keys first so the long ones do not start last (`plan_extend_tiles`).
+tiles that see the most keys first so the long ones do not start last (`plan_extend_tiles`). A
+batch without cached prefixes runs a build of the kernel without parts 1-2 (fewer registers).
 
 Shapes: q [T, H, D]; k_ext, v_ext [T, KVH, D|Dv]; out [T, H, Dv]; k_buf, v_buf [S, KVH, D|Dv] (any
 float dtype, fp8 included); req_to_token [rows, max_ctx] int32; req_pool_indices, prefix_lens,
@@ -61,6 +62,7 @@ def default_extend_config(head_dim: int, interpreting: bool = False) -> ExtendCo
 class ExtendTiles(NamedTuple):
     table: torch.Tensor  # [num_tiles, 2] int32: (request index in the batch, first query of the tile)
     block_m: int
+    has_prefix: bool = True  # False: no request has cached tokens, the prefix loops are compiled out
 
 
 def plan_extend_tiles(extend_lens: Sequence[int], prefix_lens: Sequence[int], block_m: int,
@@ -71,21 +73,24 @@ def plan_extend_tiles(extend_lens: Sequence[int], prefix_lens: Sequence[int], bl
         tiles.extend((pre + min(m + block_m, ext), b, m) for m in range(0, ext, block_m))
     tiles.sort(key=lambda t: -t[0])
     table = torch.tensor([[b, m] for _, b, m in tiles], dtype=torch.int32).reshape(-1, 2)
+    has_prefix = any(p > 0 for p in prefix_lens)
     if torch.device(device).type == "cuda":
         # pinned + non_blocking: the copy queues behind the GPU's work instead of waiting for it
-        return ExtendTiles(table.pin_memory().to(device, non_blocking=True), block_m)
-    return ExtendTiles(table.to(device), block_m)
+        return ExtendTiles(table.pin_memory().to(device, non_blocking=True), block_m, has_prefix)
+    return ExtendTiles(table.to(device), block_m, has_prefix)
 
 
 @triton.jit
 def _attend_block(q, k, v, acc, m_i, l_i, qk_scale, mask, MASKED: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """One online-softmax step: fold keys k [N, D] / values v [N, Dv] into (acc, m_i, l_i)."""
-    qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * tl.cast(qk_scale, tl.float32)  # fp32 under Inductor too
+    qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
     if MASKED:
         qk = tl.where(mask, qk, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(qk, 1))
+    scale = tl.cast(qk_scale, tl.float32)  # fp32 under Inductor too
+    # the scale is applied to the row max and inside the exponent (one FMA per score), not to the scores
+    m_new = tl.maximum(m_i, tl.max(qk, 1) * scale)
     alpha = tl.exp2(m_i - m_new)
-    p = tl.exp2(qk - m_new[:, None])
+    p = tl.exp2(qk * scale - m_new[:, None])
     l_i = l_i * alpha + tl.sum(p, 1)
     acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
     return acc, m_new, l_i
@@ -140,6 +145,7 @@ def _extend_kernel(
     qk_scale, kv_group, num_heads,
     HEAD_DIM: tl.constexpr, V_HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, DOT_F32: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    HAS_PREFIX: tl.constexpr,
 ):
     tile = tl.program_id(0) // num_heads
     h = tl.program_id(0) % num_heads
@@ -165,13 +171,14 @@ def _extend_kernel(
     r2t_row = ReqToToken + tl.load(ReqPoolIdx + b).to(tl.int64) * stride_r2t
     Kb = KBuf + kv_head * stride_bkh
     Vb = VBuf + kv_head * stride_bvh
-    prefix_full = (prefix // BLOCK_N) * BLOCK_N
-    for n0 in range(0, prefix_full, BLOCK_N):
-        acc, m_i, l_i = _prefix_block(q, acc, m_i, l_i, r2t_row, Kb, Vb, n0, prefix, stride_bkt, stride_bvt,
-                                      offs_d, offs_dv, qk_scale, HEAD_DIM, V_HEAD_DIM, BLOCK_N, False, DOT_PRECISION)
-    for n0 in range(prefix_full, prefix, BLOCK_N):  # at most one tail block
-        acc, m_i, l_i = _prefix_block(q, acc, m_i, l_i, r2t_row, Kb, Vb, n0, prefix, stride_bkt, stride_bvt,
-                                      offs_d, offs_dv, qk_scale, HEAD_DIM, V_HEAD_DIM, BLOCK_N, True, DOT_PRECISION)
+    if HAS_PREFIX:
+        prefix_full = (prefix // BLOCK_N) * BLOCK_N
+        for n0 in range(0, prefix_full, BLOCK_N):
+            acc, m_i, l_i = _prefix_block(q, acc, m_i, l_i, r2t_row, Kb, Vb, n0, prefix, stride_bkt, stride_bvt,
+                                          offs_d, offs_dv, qk_scale, HEAD_DIM, V_HEAD_DIM, BLOCK_N, False, DOT_PRECISION)
+        for n0 in range(prefix_full, prefix, BLOCK_N):  # at most one tail block
+            acc, m_i, l_i = _prefix_block(q, acc, m_i, l_i, r2t_row, Kb, Vb, n0, prefix, stride_bkt, stride_bvt,
+                                          offs_d, offs_dv, qk_scale, HEAD_DIM, V_HEAD_DIM, BLOCK_N, True, DOT_PRECISION)
 
     Ke = KExt + q_start * stride_kt + kv_head * stride_kh
     Ve = VExt + q_start * stride_vt + kv_head * stride_vh
@@ -227,7 +234,7 @@ def extend_attention(q: torch.Tensor, k_ext: torch.Tensor, v_ext: torch.Tensor, 
         req_to_token.stride(0), sm_scale * LOG2E, num_heads // k_buf.shape[1], num_heads,
         HEAD_DIM=head_dim, V_HEAD_DIM=v_head_dim, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
         BLOCK_D=next_pow2(head_dim), BLOCK_DV=next_pow2(v_head_dim), DOT_F32=dot_in_fp32(),
-        DOT_PRECISION=dot_precision(q.dtype),
+        DOT_PRECISION=dot_precision(q.dtype), HAS_PREFIX=tiles.has_prefix,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     return out

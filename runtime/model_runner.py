@@ -57,6 +57,10 @@ class ModelRunner:
         # The backend first: the memory profile runs a prefill through it.
         self.attn_backend = self._make_attn_backend()
         self._init_memory_pool()
+        if self.device == "cuda":
+            # The prefill above built the attention kernels for batches without cached tokens;
+            # build those for batches with some now, not on the first prefix hit while serving.
+            throwaway_extend(self, [16], [16])
         self.busy_timer = BusyTimer(self.device)
         self.cuda_graph_runner = self._make_cuda_graph_runner()
 
@@ -98,8 +102,8 @@ class ModelRunner:
 
     def _largest_prefill(self) -> int:
         sa = self.server_args
-        chunk = sa.chunked_prefill_size if sa.chunked_prefill_size and sa.chunked_prefill_size > 0 else sa.max_prefill_tokens
-        return max(min(chunk, self.model_config.context_len - 1), 1)
+        # without chunking a batch of several requests can reach max_prefill_tokens
+        return sa.chunked_prefill_size if sa.chunked_prefill_size and sa.chunked_prefill_size > 0 else sa.max_prefill_tokens
 
     def _init_memory_pool(self) -> None:
         sa = self.server_args
@@ -212,31 +216,54 @@ class ModelRunner:
 @torch.inference_mode()
 def profile_prefill_peak(runner: "ModelRunner", num_tokens: int) -> int:
     """Peak memory above the weights of one `num_tokens` prefill through the runner's attention
-    backend, on a throwaway KV pool."""
+    backend, on throwaway pools (as requests of at most the context length)."""
+    per_req = max(min(num_tokens, runner.model_config.context_len - 1), 1)
+    lens = [per_req] * (num_tokens // per_req) + ([num_tokens % per_req] if num_tokens % per_req else [])
+    return throwaway_extend(runner, lens, [0] * len(lens))
+
+
+def throwaway_extend(runner: "ModelRunner", extend_lens: List[int], prefix_lens: List[int]) -> int:
+    """One extend forward (random ids; the prefixes' KV is zeros) on throwaway pools laid out like
+    the real ones, so every kernel it launches is the build a real batch of that kind uses. Returns
+    the peak memory it allocated above what was allocated before it ran."""
     mc = runner.model_config
     dev = runner.device
-    r2t = ReqToTokenPool(2, num_tokens + 4, dev)
-    kv = TokenToKVPool(num_tokens + 1, runner._kv_dtype(), mc.num_key_value_heads, mc.head_dim, mc.num_hidden_layers, dev)
-    torch.cuda.synchronize()
-    base = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    slots = torch.arange(1, num_tokens + 1, device=dev)
-    r2t.write(0, 0, slots)
+    bs = len(extend_lens)
+    seq = [p + e for p, e in zip(prefix_lens, extend_lens)]
+    starts = [sum(extend_lens[:i]) for i in range(bs)]
+    r2t = ReqToTokenPool(bs + 1, mc.context_len + 4, dev)
+    kv = TokenToKVPool(sum(seq) + 1, runner._kv_dtype(), mc.num_key_value_heads, mc.head_dim, mc.num_hidden_layers, dev)
+    cuda = torch.device(dev).type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()  # weights and the throwaway pools: the peak is measured above them
+        torch.cuda.reset_peak_memory_stats()
+    slots = torch.arange(1, sum(seq) + 1, device=dev)
+    rows = torch.split(slots, seq)
+    for i, row in enumerate(rows):
+        r2t.write(i, 0, row)
+    out_loc = torch.cat([row[p:] for row, p in zip(rows, prefix_lens)])
+    num_tokens = sum(extend_lens)
     ids = torch.randint(0, mc.vocab_size, (num_tokens,), device=dev)
+    ext_t = torch.tensor(extend_lens, device=dev)
     fb = ForwardBatch(
-        forward_mode=ForwardMode.EXTEND, batch_size=1, input_ids=ids,
-        positions=torch.arange(num_tokens, device=dev), req_pool_indices=torch.zeros(1, dtype=torch.int64, device=dev),
-        seq_lens=torch.tensor([num_tokens], device=dev), out_cache_loc=slots, req_to_token_pool=r2t,
-        token_to_kv_pool=kv, attn_backend=runner.attn_backend, seq_lens_cpu=[num_tokens],
-        req_pool_indices_cpu=[0], extend_seq_lens_cpu=[num_tokens], extend_prefix_lens_cpu=[0],
-        extend_seq_lens=torch.tensor([num_tokens], device=dev), extend_prefix_lens=torch.zeros(1, dtype=torch.int64, device=dev),
-        extend_start_loc=torch.zeros(1, dtype=torch.int64, device=dev),
+        forward_mode=ForwardMode.EXTEND, batch_size=bs, input_ids=ids,
+        positions=torch.cat([torch.arange(p, p + e, device=dev) for p, e in zip(prefix_lens, extend_lens)]),
+        req_pool_indices=torch.arange(bs, dtype=torch.int64, device=dev),
+        seq_lens=torch.tensor(seq, device=dev), out_cache_loc=out_loc, req_to_token_pool=r2t,
+        token_to_kv_pool=kv, attn_backend=runner.attn_backend, seq_lens_cpu=seq,
+        req_pool_indices_cpu=list(range(bs)), extend_seq_lens_cpu=list(extend_lens),
+        extend_prefix_lens_cpu=list(prefix_lens), extend_seq_lens=ext_t,
+        extend_prefix_lens=torch.tensor(prefix_lens, dtype=torch.int64, device=dev),
+        extend_start_loc=torch.tensor(starts, dtype=torch.int64, device=dev),
     )
     fb.attn_backend.init_forward_metadata(fb)
     hidden = runner.model.forward(ids, fb.positions, fb)
-    runner.model.compute_logits(hidden[-1:])
+    logits = runner.model.compute_logits(hidden[torch.tensor(starts, device=dev) + ext_t - 1])
+    if not cuda:
+        return 0
     torch.cuda.synchronize()
-    peak = torch.cuda.max_memory_allocated() - base - kv.cell_size_bytes() * (num_tokens + 1)
-    del fb, hidden, kv, r2t
+    peak = torch.cuda.max_memory_allocated() - base
+    del fb, hidden, logits, kv, r2t
     torch.cuda.empty_cache()
     return max(int(peak), 0)

@@ -4,7 +4,9 @@ Runs the scheduler in-process (no HTTP, no child processes) over random token id
 `ignore_eos`, so every request decodes exactly `--output-len` tokens. Prints the prefill latency
 and the median decode-step latency for every (batch size, input len, output len) in the sweep,
 optionally beside HF transformers `generate` on the same config in the same run
-(`--hf-baseline`), and appends JSON lines to `--result-filename`.
+(`--hf-baseline`), and appends JSON lines to `--result-filename`. The whole batch is prefilled in
+one forward (no chunking; `--max-prefill-tokens` is raised to batch size x input length, so the
+memory profile at start-up leaves room for that forward's activations).
 
 Example (GPU, no weights needed):
   python -m sgl.bench_one_batch --model-path llama-3.1-8b --load-format dummy \
@@ -141,6 +143,8 @@ def main(argv: Optional[List[str]] = None) -> List[Result]:
     args = parser.parse_args(argv)
     if args.chunked_prefill_size is None:
         args.chunked_prefill_size = -1  # one static batch: prefill it in one forward
+    # ... which the prefill budget (and the memory profile sized from it) must cover
+    args.max_prefill_tokens = max(args.max_prefill_tokens, max(args.batch_size) * max(args.input_len))
     args.skip_tokenizer_init = True
     server_args = ServerArgs.from_cli_args(args)
     logging.basicConfig(level=getattr(logging, server_args.log_level.upper(), logging.INFO))

@@ -63,7 +63,10 @@ def main() -> None:
             DOT_PRECISION="tf32"), dcfg.num_warps, dcfg.num_stages),
         "extend": compile_sass(ea._extend_kernel, extend_sig, dict(
             HEAD_DIM=128, V_HEAD_DIM=128, BLOCK_M=ecfg.block_m, BLOCK_N=ecfg.block_n, BLOCK_D=128, BLOCK_DV=128,
-            DOT_F32=False, DOT_PRECISION="tf32"), ecfg.num_warps, ecfg.num_stages),
+            DOT_F32=False, DOT_PRECISION="tf32", HAS_PREFIX=True), ecfg.num_warps, ecfg.num_stages),
+        "extend_no_prefix": compile_sass(ea._extend_kernel, dict(extend_sig), dict(
+            HEAD_DIM=128, V_HEAD_DIM=128, BLOCK_M=ecfg.block_m, BLOCK_N=ecfg.block_n, BLOCK_D=128, BLOCK_DV=128,
+            DOT_F32=False, DOT_PRECISION="tf32", HAS_PREFIX=False), ecfg.num_warps, ecfg.num_stages),
         "rmsnorm": compile_sass(rn._rmsnorm_kernel, norm_sig, dict(HAS_RESIDUAL=True, BLOCK=4096), 8, 1),
     }
     print(json.dumps(out))

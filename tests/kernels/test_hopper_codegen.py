@@ -33,8 +33,9 @@ def test_decode_streams_kv_with_async_16_byte_copies(sass):
     assert d["HMMA"] > 0 and d["local_bytes"] == 0
 
 
-def test_extend_uses_wgmma_and_pipelined_loads(sass):
-    e = sass["extend"]
+@pytest.mark.parametrize("build", ["extend", "extend_no_prefix"])
+def test_extend_uses_wgmma_and_pipelined_loads(sass, build):
+    e = sass[build]
     assert e["HGMMA"] > 0 and e["LDGSTS.E.BYPASS.128"] > 0
     assert e["local_bytes"] == 0 and e["LDL"] == 0
 
