@@ -31,12 +31,29 @@ def capture_batch_sizes(max_bs: int, req_slots: int, explicit: Optional[List[int
     return sorted({s for s in sizes if 1 <= s <= cap})
 
 
+GIB = 1 << 30
+
+
+def default_cuda_graph_max_bs(total_memory: int, tp_size: int = 1) -> int:
+    """--cuda-graph-max-bs when unset, from the card's memory: SGLang's 8 (80 at tp >= 4) on cards
+    under 25 GB and 160 up to 60 GB; 256 on 80 GB-class cards and larger, whose KV pool keeps
+    more than 160 requests decoding at once (Llama-3.1-8B, 1024 + 1024 tokens: 236 on an H100),
+    and an eager decode step there leaves the GPU waiting on kernel launches."""
+    if total_memory < 25 * GIB:
+        return 8 if tp_size < 4 else 80
+    if total_memory < 60 * GIB:
+        return 160
+    return 256
+
+
 class CudaGraphRunner:
     def __init__(self, model_runner):
         self.mr = model_runner
         sa = model_runner.server_args
         self.backend = model_runner.attn_backend
-        self.batch_sizes = capture_batch_sizes(sa.cuda_graph_max_bs, model_runner.req_to_token_pool.size - 1, sa.cuda_graph_bs)
+        max_bs = sa.cuda_graph_max_bs or (max(sa.cuda_graph_bs) if sa.cuda_graph_bs else default_cuda_graph_max_bs(
+            torch.cuda.get_device_properties(model_runner.device).total_memory, sa.tp_size))
+        self.batch_sizes = capture_batch_sizes(max_bs, model_runner.req_to_token_pool.size - 1, sa.cuda_graph_bs)
         # With --disable-cuda-graph-padding only batches of exactly a captured size replay.
         self.exact_only = sa.disable_cuda_graph_padding
         self.max_bs = self.batch_sizes[-1]

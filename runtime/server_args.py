@@ -134,8 +134,6 @@ class ServerArgs:
             self.device = _default_device()
         if self.chunked_prefill_size is None:
             self.chunked_prefill_size = _default_chunk_size(self.device)
-        if self.cuda_graph_max_bs is None:
-            self.cuda_graph_max_bs = 160
         if self.attention_backend is None:
             self.attention_backend = "torch_native" if self.device == "cpu" else "triton"
         if self.device == "cpu":
@@ -162,6 +160,10 @@ class ServerArgs:
             raise ValueError("--max-total-tokens must be at least 8")
         if self.max_running_requests is not None and self.max_running_requests < 1:
             raise ValueError("--max-running-requests must be >= 1")
+        if self.cuda_graph_max_bs is not None and self.cuda_graph_max_bs < 1:
+            raise ValueError("--cuda-graph-max-bs must be >= 1 (or unset: sized from the GPU's memory)")
+        if self.cuda_graph_bs is not None and any(b < 1 for b in self.cuda_graph_bs):
+            raise ValueError(f"--cuda-graph-bs sizes must be >= 1, got {self.cuda_graph_bs}")
         try:
             overrides = json.loads(self.json_model_override_args)
         except json.JSONDecodeError as e:
