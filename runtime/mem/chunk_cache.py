@@ -43,6 +43,9 @@ class ChunkCache:
         kv = self.req_to_token_pool.req_to_token[req.req_pool_idx, : len(req.fill_ids)].to(torch.int64)
         req.prefix_indices = kv
 
+    def shared_len(self, node: Optional[object]) -> int:
+        return 0  # nothing is shared: a finished request frees all it holds
+
     def inc_lock_ref(self, node: Optional[object]) -> None:
         pass
 

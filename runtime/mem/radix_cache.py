@@ -161,6 +161,18 @@ class RadixCache:
         req.prefix_indices, req.last_node = new_indices, new_node
 
     # ---- locking --------------------------------------------------------------------------
+    def shared_len(self, node: Optional[TreeNode]) -> int:
+        """Tokens on the path to `node` that another holder also locks: they stay in use when the
+        holder of `node` finishes (the rest of the path becomes evictable then)."""
+        if self.disable or node is None:
+            return 0
+        shared = 0
+        while node is not self.root:
+            if node.lock_ref > 1:
+                shared += len(node.key)
+            node = node.parent
+        return shared
+
     def inc_lock_ref(self, node: Optional[TreeNode]) -> None:
         if self.disable or node is None:
             return

@@ -1,15 +1,22 @@
 """PrefillAdder: decides which waiting requests join the next prefill batch.
 
 Budgets (SGLang's): total KV tokens (free + evictable cache, minus what running requests are
-expected to decode, scaled by the adaptive new-token ratio), `max_prefill_tokens` per batch, and
-`chunked_prefill_size` per batch (a request longer than what is left is truncated to a chunk and
-continues next round). A lone request is always admitted if it fits in memory, even when it is
-over `max_prefill_tokens`.
+expected to decode), `max_prefill_tokens` per batch, and `chunked_prefill_size` per batch (a request
+longer than what is left is truncated to a chunk and continues next round). A lone request is always
+admitted if it fits in memory, even when it is over `max_prefill_tokens`.
+
+What a decoding request is expected to need: one that can stop early (EOS, stop token or string)
+reserves the adaptive `new_token_ratio` of what it has left. One that runs to its length limit
+(`ignore_eos`, no stop string) needs all of it, but it also frees its KV at a known step, and
+that memory serves requests still decoding: such requests go into a `DecodeOutlook`, whose peak
+over the coming steps (not the sum of everything left) is what must fit. With mixed output lengths
+this admits more requests at once without ever needing a retraction.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, List
+import bisect
+from typing import TYPE_CHECKING, List, Sequence, Tuple
 
 from sgl.runtime.scheduler.req import Req
 
@@ -19,11 +26,52 @@ if TYPE_CHECKING:
 MAX_RESERVED_PER_REQ = 4096
 
 
+class DecodeOutlook:
+    """The peak extra KV of requests that decode to a known end.
+
+    Each request is (left, release): it takes one slot per step for `left` more steps, then frees
+    `release` slots (everything it holds that nobody else locks; 0 when it outlives the horizon).
+    Sorted by `left`, the usage at the step the k-th one ends is the net of those already ended
+    plus `left_k` for each one still running; the peak is the largest of these.
+    """
+
+    def __init__(self, items: Sequence[Tuple[int, int]] = ()):
+        self.items = sorted(items)
+
+    def peak(self, extra: Tuple[int, int] = None) -> int:
+        items = self.items
+        if extra is not None:
+            items = list(items)
+            bisect.insort(items, extra)
+        peak = ended = 0
+        n = len(items)
+        for k, (left, release) in enumerate(items):
+            peak = max(peak, ended + (n - k) * left)
+            ended += left - release
+        return peak
+
+    def add(self, item: Tuple[int, int]) -> None:
+        bisect.insort(self.items, item)
+
+
+def runs_to_limit(req: Req) -> bool:
+    """Only the length limit ends it (an abort or a stop token can only end it sooner)."""
+    return req.sampling_params.ignore_eos and not req.sampling_params.stop_strs
+
+
+def reserved_future(req: Req) -> int:
+    return min(req.remaining_new_tokens(), MAX_RESERVED_PER_REQ)
+
+
 class PrefillAdder:
-    def __init__(self, scheduler: "Scheduler", reserved_decode_tokens: float):
+    def __init__(self, scheduler: "Scheduler", reserved_decode_tokens: float, outlook: DecodeOutlook):
+        """`reserved_decode_tokens`: what the running requests that may stop early are expected
+        to decode; `outlook`: the running requests that decode to their limit."""
         self.sched = scheduler
         self.tree_cache = scheduler.tree_cache
         self.reserved = reserved_decode_tokens
+        self.outlook = outlook
+        self.outlook_peak = outlook.peak()
         self.rem_input_tokens = scheduler.server_args.max_prefill_tokens
         self.rem_chunk_tokens = scheduler.chunked_prefill_size
         self.can_run: List[Req] = []
@@ -31,7 +79,7 @@ class PrefillAdder:
 
     def rem_total_tokens(self) -> float:
         kv = self.sched.token_to_kv_pool.available_size() + self.tree_cache.evictable_size()
-        return kv - self.reserved - self.admitted_tokens
+        return kv - self.reserved - self.admitted_tokens - self.outlook_peak
 
     def _fits_request_slots(self) -> bool:
         return len(self.can_run) < self.sched.req_to_token_pool.available_size()
@@ -50,8 +98,7 @@ class PrefillAdder:
         if not self._fits_request_slots():
             return False
         req.init_next_round_input(self.tree_cache)
-        future = min(req.remaining_new_tokens(), MAX_RESERVED_PER_REQ)
-        if req.extend_input_len + future >= self.rem_total_tokens() + self._own_prefix_credit(req):
+        if req.extend_input_len + self._future_cost(req) >= self.rem_total_tokens() + self._own_prefix_credit(req):
             return False
         if req.extend_input_len > self.rem_input_tokens and self.can_run:
             return False
@@ -83,8 +130,26 @@ class PrefillAdder:
         else:
             req.is_chunked = 0
 
+    def _outlook_item(self, req: Req) -> Tuple[int, int]:
+        # freed at its end: the tokens it computes now and its output (an earlier chunk of its
+        # prompt is not counted: the estimate only errs towards keeping memory free)
+        future = reserved_future(req)
+        release = req.extend_input_len + future if future == req.remaining_new_tokens() else 0
+        return future, release
+
+    def _future_cost(self, req: Req) -> float:
+        """What admitting `req` adds to the decode reservation, beyond its prompt."""
+        if runs_to_limit(req):
+            return self.outlook.peak(self._outlook_item(req)) - self.outlook_peak
+        return reserved_future(req)
+
     def _admit(self, req: Req, reserve_output: bool) -> None:
-        future = min(req.remaining_new_tokens(), MAX_RESERVED_PER_REQ) if reserve_output else 0
+        future = 0
+        if reserve_output and runs_to_limit(req):
+            self.outlook.add(self._outlook_item(req))
+            self.outlook_peak = self.outlook.peak()
+        elif reserve_output:
+            future = reserved_future(req)
         self.can_run.append(req)
         self.admitted_tokens += req.extend_input_len + future
         self.rem_input_tokens -= req.extend_input_len

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import torch
 
@@ -40,7 +40,7 @@ from sgl.runtime.messages import (
     ReqOutput,
     TokenizedGenerateReqInput,
 )
-from sgl.runtime.scheduler.admission import PrefillAdder
+from sgl.runtime.scheduler.admission import DecodeOutlook, PrefillAdder, reserved_future, runs_to_limit
 from sgl.runtime.scheduler.batch import ScheduleBatch
 from sgl.runtime.scheduler.grammar import GrammarManager, grammar_key
 from sgl.runtime.scheduler.policy import SchedulePolicy
@@ -118,6 +118,7 @@ class Scheduler:
         # costs no scheduling work per decode step.
         self._prefill_blocked = False
         self.num_overlapped_steps = 0  # steps whose batch was launched before the previous one was processed
+        self._last_launch_was_prefill = False
         # Two batches' worth of slots: the in-flight batch's tokens stay readable while the next
         # decode batch writes its own.
         self._future_cap = 2 * (self.max_running_requests + 1)
@@ -250,7 +251,13 @@ class Scheduler:
         return free >= 2 * len(self.running)
 
     def _launch(self) -> Optional[Launched]:
-        batch = self._get_new_prefill_batch()
+        # While requests are decoding, a prefill batch is followed by a decode step before the next
+        # one: requests arriving close together (or the chunks of a long prompt) then delay the
+        # running requests' next token by one prefill each, not by all of them in a row.
+        batch = None
+        if not (self._last_launch_was_prefill and self.running):
+            batch = self._get_new_prefill_batch()
+        self._last_launch_was_prefill = batch is not None
         if batch is not None:
             return self._launch_extend(batch)
         if self.running:
@@ -285,7 +292,7 @@ class Scheduler:
         if num_running >= self.max_running_requests and self.chunked_req is None:
             return None
         deferred = self.policy.calc_priority(self.waiting)
-        adder = PrefillAdder(self, self._reserved_decode_tokens())
+        adder = PrefillAdder(self, *self._decode_reservation())
         if self.chunked_req is not None:
             if not adder.add_chunked_req(self.chunked_req):
                 return None  # wait for decodes to free memory
@@ -315,19 +322,23 @@ class Scheduler:
             return []
         return [r for r, part in zip(inflight.batch.reqs, inflight.partial) if not part and not r.finished()]
 
-    def _reserved_decode_tokens(self) -> float:
-        """KV slots the running requests are expected to still need. A request that can stop early
-        (EOS, stop token or string) is expected to use `new_token_ratio` of what it has left (SGLang's
-        adaptive estimate); one with `ignore_eos` and no stop string will use all of it, and
-        under-reserving for such requests only buys retractions (each one recomputes a prefill)."""
-        certain = estimated = 0
+    def _decode_reservation(self) -> Tuple[float, DecodeOutlook]:
+        """KV slots the running requests are expected to still need (admission.py). A request that
+        can stop early is expected to use `new_token_ratio` of what it has left (SGLang's adaptive
+        estimate). One that runs to its limit will use all of it (under-reserving for it only buys
+        retractions, each recomputing a prefill), then free what it holds: it joins the outlook."""
+        estimated = 0
+        outlook = []
         for r in self.running + self._inflight_prefilled():
-            left = min(r.remaining_new_tokens(), 4096)
-            if r.sampling_params.ignore_eos and not r.sampling_params.stop_strs:
-                certain += left
-            else:
+            left = reserved_future(r)
+            if not runs_to_limit(r):
                 estimated += left
-        return certain + estimated * self.new_token_ratio
+                continue
+            release = 0
+            if left == r.remaining_new_tokens():
+                release = r.kv_allocated_len + left - self.tree_cache.shared_len(r.last_node)
+            outlook.append((left, release))
+        return estimated * self.new_token_ratio, DecodeOutlook(outlook)
 
     def _launch_extend(self, batch: ScheduleBatch) -> Launched:
         logits = self.model_runner.forward(batch)

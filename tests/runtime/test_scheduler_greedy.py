@@ -133,3 +133,46 @@ def test_ignore_eos_requests_are_not_over_admitted(make_scheduler, tokenizer, pr
     got = _greedy_batch(small, tokenizer, prompt_ids)
     assert small.num_retractions == 0
     assert all(len(r["ids"]) == NEW_TOKENS for r in got.values())
+
+
+@pytest.mark.parametrize("radix", [False, True], ids=["no-radix", "radix"])
+def test_ignore_eos_admission_counts_memory_freed_by_earlier_finishes(make_scheduler, tokenizer, radix):
+    """Two short requests free their KV long before the long one peaks, so all three fit a pool
+    smaller than the sum of what they will ever hold (20 + 4, 20 + 60, 20 + 4 = 128 > 100), and
+    still no request is retracted."""
+    sched = make_scheduler(max_total_tokens=100, disable_radix_cache=not radix, disable_overlap_schedule=True)
+    for name, start, new in (("a", 100, 4), ("b", 200, 60), ("c", 300, 4)):
+        submit(sched, tokenizer, name, list(range(start, start + 20)), max_new_tokens=new, temperature=0,
+               ignore_eos=True)
+    sched.step()
+    assert sorted(r.rid for r in sched.running) == ["a", "b", "c"]
+    results = run_all(sched)
+    assert sched.num_retractions == 0
+    assert [len(results[k]["ids"]) for k in "abc"] == [4, 60, 4]
+    sched.check_integrity()
+
+
+@pytest.mark.parametrize("overlap", [False, True], ids=["plain", "overlap"])
+def test_decode_is_not_starved_by_consecutive_prefills(make_scheduler, tokenizer, overlap):
+    """While a request decodes, every prefill batch (here the chunks of a long prompt, then a
+    second prompt) is followed by a decode step: the running request gains a token at least every
+    second step."""
+    sched = make_scheduler(chunked_prefill_size=16, disable_overlap_schedule=not overlap)
+    submit(sched, tokenizer, "r", list(range(100, 120)), max_new_tokens=30, temperature=0, ignore_eos=True)
+    while not any(r.rid == "r" and r.output_ids for r in sched.running):
+        sched.step()
+    submit(sched, tokenizer, "long", list(range(200, 264)), max_new_tokens=2, temperature=0, ignore_eos=True)
+    submit(sched, tokenizer, "short", list(range(300, 310)), max_new_tokens=2, temperature=0, ignore_eos=True)
+    r = next(q for q in sched.running if q.rid == "r")
+    counts = [len(r.output_ids)]
+    while not r.finished() and len(counts) < 12:
+        sched.step()
+        counts.append(len(r.output_ids))
+    gains = [b - a for a, b in zip(counts, counts[1:])]
+    assert 0 in gains, counts  # prefills did run in between
+    # the longest run of steps without a new token: one prefill (with overlap a token is seen one
+    # step after its decode was launched, so the first prefill's run is one step longer)
+    longest = max(len(run) for run in "".join("x" if g == 0 else " " for g in gains).split(" "))
+    assert longest <= (2 if overlap else 1), counts
+    run_all(sched)
+    sched.check_integrity()
