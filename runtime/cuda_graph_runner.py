@@ -37,7 +37,7 @@ GIB = 1 << 30
 def default_cuda_graph_max_bs(total_memory: int, tp_size: int = 1) -> int:
     """--cuda-graph-max-bs when unset, from the card's memory: SGLang's 8 (80 at tp >= 4) on cards
     under 25 GB and 160 up to 60 GB; 256 on 80 GB-class cards and larger, whose KV pool keeps
-    more than 160 requests decoding at once (Llama-3.1-8B, 1024 + 1024 tokens: 236 on an H100),
+    more than 160 requests decoding at once (Llama-3.1-8B, 1024 + 1024 tokens: ~234 on an H100),
     and an eager decode step there leaves the GPU waiting on kernel launches."""
     if total_memory < 25 * GIB:
         return 8 if tp_size < 4 else 80
