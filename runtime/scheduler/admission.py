@@ -63,6 +63,14 @@ def reserved_future(req: Req) -> int:
     return min(req.remaining_new_tokens(), MAX_RESERVED_PER_REQ)
 
 
+def outlook_item(req: Req, held: int) -> Tuple[int, int]:
+    """(left, release) of a request that runs to its limit and holds `held` slots nobody else
+    locks: at its end it frees those and its output; nothing within the horizon when what it has
+    left is longer than the reservation."""
+    left = reserved_future(req)
+    return left, (held + left if left == req.remaining_new_tokens() else 0)
+
+
 class PrefillAdder:
     def __init__(self, scheduler: "Scheduler", reserved_decode_tokens: float, outlook: DecodeOutlook):
         """`reserved_decode_tokens`: what the running requests that may stop early are expected
@@ -130,12 +138,11 @@ class PrefillAdder:
         else:
             req.is_chunked = 0
 
-    def _outlook_item(self, req: Req) -> Tuple[int, int]:
-        # freed at its end: the tokens it computes now and its output (an earlier chunk of its
-        # prompt is not counted: the estimate only errs towards keeping memory free)
-        future = reserved_future(req)
-        release = req.extend_input_len + future if future == req.remaining_new_tokens() else 0
-        return future, release
+    @staticmethod
+    def _outlook_item(req: Req) -> Tuple[int, int]:
+        # it holds the tokens it computes now (an earlier chunk of its prompt is not counted: the
+        # estimate only errs towards keeping memory free)
+        return outlook_item(req, req.extend_input_len)
 
     def _future_cost(self, req: Req) -> float:
         """What admitting `req` adds to the decode reservation, beyond its prompt."""

@@ -40,7 +40,7 @@ from sgl.runtime.messages import (
     ReqOutput,
     TokenizedGenerateReqInput,
 )
-from sgl.runtime.scheduler.admission import DecodeOutlook, PrefillAdder, reserved_future, runs_to_limit
+from sgl.runtime.scheduler.admission import DecodeOutlook, PrefillAdder, outlook_item, reserved_future, runs_to_limit
 from sgl.runtime.scheduler.batch import ScheduleBatch
 from sgl.runtime.scheduler.grammar import GrammarManager, grammar_key
 from sgl.runtime.scheduler.policy import SchedulePolicy
@@ -330,14 +330,10 @@ class Scheduler:
         estimated = 0
         outlook = []
         for r in self.running + self._inflight_prefilled():
-            left = reserved_future(r)
-            if not runs_to_limit(r):
-                estimated += left
-                continue
-            release = 0
-            if left == r.remaining_new_tokens():
-                release = r.kv_allocated_len + left - self.tree_cache.shared_len(r.last_node)
-            outlook.append((left, release))
+            if runs_to_limit(r):
+                outlook.append(outlook_item(r, r.kv_allocated_len - self.tree_cache.shared_len(r.last_node)))
+            else:
+                estimated += reserved_future(r)
         return estimated * self.new_token_ratio, DecodeOutlook(outlook)
 
     def _launch_extend(self, batch: ScheduleBatch) -> Launched:
