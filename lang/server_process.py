@@ -12,7 +12,6 @@ import atexit
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from typing import Any, AsyncIterator, Dict, List, Optional
@@ -20,7 +19,7 @@ from typing import Any, AsyncIterator, Dict, List, Optional
 import requests
 
 from sgl.backend.runtime_endpoint import RuntimeEndpoint
-from sgl.utils import find_free_port, kill_process_tree
+from sgl.utils import find_free_port, kill_process_tree, python_module_command
 
 _POLL_S = 0.5
 _LOG_TAIL_LINES = 40
@@ -57,7 +56,7 @@ class Runtime:
 
     # ---- process ----------------------------------------------------------------------------
     def _command(self) -> List[str]:
-        return [sys.executable, "-m", self.server_module, *server_flags(self.server_args)]
+        return python_module_command(self.server_module, *server_flags(self.server_args))
 
     def _start(self) -> None:
         self.process = subprocess.Popen(

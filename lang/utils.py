@@ -7,6 +7,7 @@ import io
 import os
 import signal
 import socket
+import sys
 import time
 from typing import Any, List
 
@@ -64,6 +65,14 @@ def _read_frame_jpeg(cv2: Any, capture: Any, index: int) -> str:
         raise ValueError(f"could not read frame {index} of the video")
     ok, buffer = cv2.imencode(".jpg", frame)
     return base64.b64encode(buffer.tobytes()).decode()
+
+
+def python_module_command(module: str, *args: str) -> List[str]:
+    """The command line `python -m module args`, in safe-path mode where Python has it (3.11+):
+    `-m` would otherwise put the current directory first on sys.path, and a folder there named
+    like an installed package (a source checkout's `runtime/`, say) would shadow that package."""
+    safe_path = ["-P"] if sys.version_info >= (3, 11) else []
+    return [sys.executable, *safe_path, "-m", module, *args]
 
 
 def is_port_free(host: str, port: int) -> bool:

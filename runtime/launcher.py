@@ -5,11 +5,11 @@ from __future__ import annotations
 import pickle
 import select
 import subprocess
-import sys
 import time
 from typing import List, Optional, Tuple
 
 from sgl.runtime.server_args import PortArgs, ServerArgs
+from sgl.utils import python_module_command
 
 STARTUP_TIMEOUT_S = 600
 
@@ -20,7 +20,7 @@ class ChildProcess:
     def __init__(self, kind: str, server_args: ServerArgs, port_args: PortArgs):
         self.name = kind
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "sgl.runtime.child", kind],
+            python_module_command("sgl.runtime.child", kind),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         )
         pickle.dump((server_args, port_args), self.popen.stdin)

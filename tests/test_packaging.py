@@ -12,7 +12,7 @@ except ImportError:  # Python 3.10
     tomllib = pytest.importorskip("tomli")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ROOTS = {"lang": "sgl", "runtime": "sgl.runtime", "kernels": "sgl.kernels"}
+ROOTS = {"lang": "sgl", "runtime": "sgl.runtime", "sgl-kernels": "sgl.kernels"}
 
 
 def _pyproject() -> dict:
@@ -52,3 +52,26 @@ def test_cli_modules_are_importable(module):
 def test_import_sgl_does_not_import_torch():
     code = "import sys, sgl; assert 'torch' not in sys.modules, 'import sgl pulled in torch'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _importable_root_folders():
+    """Folders at the repository root that Python would import by name from there (`python -m`,
+    `python -c` and pytest put the current directory first on sys.path)."""
+    for name in sorted(os.listdir(ROOT)):
+        if name.isidentifier() and os.path.isfile(os.path.join(ROOT, name, "__init__.py")):
+            yield name
+
+
+def test_no_root_folder_shadows_an_installed_package():
+    import importlib.metadata
+
+    installed = importlib.metadata.packages_distributions()
+    clashes = {name: installed[name] for name in _importable_root_folders()
+               if set(installed.get(name, [])) - {"sgl"}}
+    assert not clashes, f"run from the repository root, these folders hide installed packages: {clashes}"
+
+
+def test_runtime_imports_from_the_repository_root():
+    # transformers 5 imports Hugging Face's `kernels` package; a root folder of that name broke this.
+    code = "import transformers.activations, sgl.runtime.engine, sgl.kernels.rmsnorm"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=300)

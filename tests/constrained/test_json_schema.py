@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from sgl.runtime.constrained import build_regex_from_object, json_schema_to_regex
 
-from json_schemas import SCHEMAS, validator as _validator
+from sgltest.json_schemas import SCHEMAS, validator as _validator
 
 
 class Address(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernel_checks import attn_tol, rel_err
+from sgltest.kernel_checks import attn_tol, rel_err
 from sgl.kernels import reference as R
 from sgl.kernels.extend_attention import extend_attention, plan_extend_tiles
 from sgl.kernels.utils import interpreting

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-HELPER = os.path.join(os.path.dirname(__file__), "hopper_codegen.py")
+HELPER = os.path.join(os.path.dirname(os.path.dirname(__file__)), "sgltest", "hopper_codegen.py")
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from backend_world import World, compare_layers, fake_runner
-from kernel_checks import rel_err, ulp_close
+from sgltest.backend_world import World, compare_layers, fake_runner
+from sgltest.kernel_checks import rel_err, ulp_close
 from sgl.kernels import reference as R
 
 pytestmark = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernel_checks import ulp_close
+from sgltest.kernel_checks import ulp_close
 from sgl.kernels import reference as R
 from sgl.kernels.rmsnorm import rmsnorm
 from sgl.runtime.layers.layernorm import RMSNorm

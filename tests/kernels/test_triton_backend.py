@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from backend_world import World, compare_layers, fake_runner
-from kernel_checks import rel_err
+from sgltest.backend_world import World, compare_layers, fake_runner
+from sgltest.kernel_checks import rel_err
 from sgl.runtime.attention.torch_native import TorchNativeAttnBackend
 from sgl.runtime.attention.triton_backend import TritonAttnBackend
 from sgl.runtime.forward_batch import ForwardMode

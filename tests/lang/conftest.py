@@ -1,6 +1,6 @@
 """Fixtures of the frontend-language tests.
 
-The conformance suite (`programs.py`) runs against every backend in `program_backend`:
+The conformance suite (`sgltest/programs.py`) runs against every backend in `program_backend`:
   * "fake":      EngineBackend over a FakeEngine (in-process, deterministic);
   * "fake-http": RuntimeEndpoint over HTTP to the fake server (tests the wire protocol);
   * "real":      only when requested, once per session, on the default model:
@@ -14,24 +14,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from typing import Any, Iterator, List
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))  # programs.py and fake_server.py sit next to the tests
-
-import sgl  # noqa: E402
-from sgl.backend.fake import FakeEngine  # noqa: E402
-
-# SmolLM2-135M-Instruct's chat template (from its GGUF): chatml that inserts a default system
-# prompt when the conversation has none. test_lang_chat_template checks it against the tokenizer.
-SMOLLM2_TEMPLATE = (
-    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
-    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
-    "{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
+import sgl
+from sgl.backend.fake import FakeEngine
+from sgltest.templates import SMOLLM2_TEMPLATE
 
 
 def real_backend_requested() -> bool:
@@ -44,7 +33,7 @@ def backend_kinds() -> List[str]:
 
 @pytest.fixture(scope="session")
 def fake_http_server() -> Iterator[Any]:
-    from fake_server import serve
+    from sgltest.fake_server import serve
 
     httpd, state = serve(FakeEngine(chat_template=SMOLLM2_TEMPLATE, model_path="fake/SmolLM2-135M-Instruct"))
     state.url = f"http://127.0.0.1:{httpd.server_address[1]}"

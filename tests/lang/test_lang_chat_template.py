@@ -7,7 +7,7 @@ import logging
 import os
 
 import pytest
-from conftest import SMOLLM2_TEMPLATE
+from sgltest.templates import SMOLLM2_TEMPLATE
 
 import sgl
 from sgl.backend.fake import FakeEngine
@@ -100,7 +100,7 @@ def test_stop_string_comes_from_the_template():
 
 
 def test_template_from_server_info_when_model_info_lacks_it():
-    from fake_server import serve
+    from sgltest.fake_server import serve
 
     httpd, _ = serve(FakeEngine(chat_template=SMOLLM2_TEMPLATE), template_in_model_info=False)
     try:

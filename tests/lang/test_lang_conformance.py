@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from programs import ALL_PROGRAMS
+from sgltest.programs import ALL_PROGRAMS
 
 
 @pytest.mark.parametrize("program", ALL_PROGRAMS, ids=[p.__name__ for p in ALL_PROGRAMS])

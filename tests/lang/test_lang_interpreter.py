@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import SMOLLM2_TEMPLATE
+from sgltest.templates import SMOLLM2_TEMPLATE
 
 import sgl
 from sgl.backend.fake import FakeEngine

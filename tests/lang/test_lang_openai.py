@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import SMOLLM2_TEMPLATE
-from fake_server import serve
+from sgltest.templates import SMOLLM2_TEMPLATE
+from sgltest.fake_server import serve
 
 import sgl
 from sgl.backend.fake import FakeEngine

@@ -46,7 +46,7 @@ def test_role_text_equals_server_chat_rendering(real_backend):
 
 
 def test_sixteen_programs_share_a_cached_prefix(real_backend):
-    from programs import prefix_reuse
+    from sgltest.programs import prefix_reuse
 
     sgl.set_default_backend(real_backend)
     try:

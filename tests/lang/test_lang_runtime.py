@@ -17,7 +17,7 @@ import pytest
 import sgl
 from sgl.server_process import Runtime, server_flags
 
-FAKE_SERVER = os.path.join(os.path.dirname(__file__), "fake_server.py")
+FAKE_SERVER = os.path.join(os.path.dirname(os.path.dirname(__file__)), "sgltest", "fake_server.py")
 
 
 @pytest.fixture(autouse=True)

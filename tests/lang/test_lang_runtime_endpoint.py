@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from fake_server import serve
+from sgltest.fake_server import serve
 
 import sgl
 from sgl.backend.fake import FakeEngine

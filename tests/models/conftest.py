@@ -38,6 +38,6 @@ def smol_tokenizer(gguf_path):
 
 @pytest.fixture(scope="session")
 def hf_smol_model(gguf_path):
-    from hf_oracle import load_hf_gguf_model
+    from sgltest.hf_oracle import load_hf_gguf_model
 
     return load_hf_gguf_model(gguf_path)

@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from model_testing import run_logits
+from sgltest.model_testing import run_logits
 from sgl.runtime.model_config import ModelConfig
 from sgl.runtime.models.loader import load_model
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model_testing import neox_rotate
+from sgltest.model_testing import neox_rotate
 from sgl.runtime.layers.activation import SiluAndMul
 from sgl.runtime.layers.embedding import ParallelLMHead, VocabParallelEmbedding
 from sgl.runtime.layers.layernorm import RMSNorm

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from model_testing import RotatingBackend, make_forward_batch, run_logits
+from sgltest.model_testing import RotatingBackend, make_forward_batch, run_logits
 from sgl.runtime.layers.logits import last_token_indices
 
 PROMPTS = [

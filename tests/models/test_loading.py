@@ -13,7 +13,7 @@ from transformers import LlamaConfig, Qwen2Config
 from transformers import LlamaForCausalLM as HFLlama
 from transformers import Qwen2ForCausalLM as HFQwen2
 
-from model_testing import run_logits
+from sgltest.model_testing import run_logits
 from sgl.runtime.model_config import ModelConfig, resolve_builtin_config, resolve_dtype
 from sgl.runtime.models import default_model
 from sgl.runtime.models.loader import load_model

@@ -4,7 +4,7 @@ graphs) equal the torch-native backend's, except after a bf16 near-tie."""
 import pytest
 import torch
 
-from runtime_helpers import PROMPTS, run_all, submit
+from sgltest.runtime_helpers import PROMPTS, run_all, submit
 
 pytestmark = pytest.mark.gpu
 if not torch.cuda.is_available():

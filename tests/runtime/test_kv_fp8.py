@@ -5,7 +5,7 @@ checks the Triton kernels over an fp8 cache against the torch-native backend.)""
 import pytest
 import torch
 
-from runtime_helpers import PROMPTS, run_all, submit
+from sgltest.runtime_helpers import PROMPTS, run_all, submit
 
 NEW = 16
 

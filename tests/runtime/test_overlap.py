@@ -4,7 +4,7 @@ retraction and constrained requests (which fall back to launch-then-process)."""
 
 import pytest
 
-from runtime_helpers import PROMPTS, run_all, submit
+from sgltest.runtime_helpers import PROMPTS, run_all, submit
 
 WORKLOAD = [
     dict(max_new_tokens=24, temperature=0, ignore_eos=True),

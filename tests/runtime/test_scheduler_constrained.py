@@ -6,7 +6,7 @@ import re
 import jsonschema
 import pytest
 
-from runtime_helpers import run_all, submit
+from sgltest.runtime_helpers import run_all, submit
 
 SCHEMA = {
     "type": "object",
@@ -73,7 +73,7 @@ def test_jump_forward_skips_decode_steps_and_keeps_text(make_scheduler, tokenize
 
 def test_schemas_sampled_at_temperature_one_all_validate(make_scheduler, tokenizer, chat_ids):
     """22 schemas of varied shape x 10 samples at temperature 1.0 on the default model."""
-    from json_schemas import SCHEMAS, validator
+    from sgltest.json_schemas import SCHEMAS, validator
 
     sched = make_scheduler(max_total_tokens=65536)
     # free_map (string values under free keys) can ramble past any token budget at temperature 1

@@ -4,8 +4,8 @@ retraction under a small KV pool."""
 
 import pytest
 
-from hf_oracle import assert_matches_reference, hf_greedy, load_hf_gguf_model
-from runtime_helpers import NEW_TOKENS, PROMPTS, run_all, submit
+from sgltest.hf_oracle import assert_matches_reference, hf_greedy, load_hf_gguf_model
+from sgltest.runtime_helpers import NEW_TOKENS, PROMPTS, run_all, submit
 
 
 @pytest.fixture(scope="module")

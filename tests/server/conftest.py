@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from server_process import ServerProcess
+from sgltest.server_process import ServerProcess
 
 API_KEY = "sgl-test-key"
 SERVER_ARGS = ["--max-total-tokens", "8192", "--enable-metrics", "--enable-cache-report",

@@ -8,7 +8,7 @@ import time
 
 import aiohttp
 
-from conftest import API_KEY
+from sgltest.server_process import API_KEY
 
 HEADERS = {"Authorization": f"Bearer {API_KEY}"}
 

@@ -11,7 +11,7 @@ import time
 
 import requests
 
-from server_process import ServerProcess
+from sgltest.server_process import ServerProcess
 
 SMALL = ["--max-total-tokens", "2048", "--skip-server-warmup"]
 

@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 
-from conftest import API_KEY
+from sgltest.server_process import API_KEY
 
 NAMES = ["num_running_reqs", "num_queue_reqs", "token_usage", "cache_hit_rate", "prompt_tokens_total",
          "generation_tokens_total", "num_requests_total"]

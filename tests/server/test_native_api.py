@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from conftest import API_KEY
+from sgltest.server_process import API_KEY
 
 PROMPT = "The capital of France is"
 

@@ -13,6 +13,11 @@ from typing import List, Optional
 
 import requests
 
+API_KEY = "sgl-test-key"
+# The flags of the session-wide test server (tests/server/conftest.py).
+SERVER_ARGS = ["--max-total-tokens", "8192", "--enable-metrics", "--enable-cache-report",
+               "--random-seed", "1"]
+
 READY_LINE = "The server is fired up and ready to roll!"
 
 

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import torch
 
-from kernel_checks import rel_err
+from sgltest.kernel_checks import rel_err
 from sgl.runtime.forward_batch import ForwardBatch
 from sgl.runtime.layers.attention import RadixAttention
 from sgl.runtime.mem.memory_pool import ReqToTokenPool, TokenToKVPool
