@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 
@@ -36,6 +36,11 @@ class LogitsOutput:
     next_token_logits: torch.Tensor  # [bs, vocab] float32
     # per request: logits rows of the prompt positions whose input logprobs were asked for
     input_logits: List[Optional[torch.Tensor]]
+
+    def split(self, n: int) -> Tuple["LogitsOutput", "LogitsOutput"]:
+        """The first `n` requests' logits and the rest's (a mixed batch's prefill and decode parts)."""
+        return (LogitsOutput(self.next_token_logits[:n], self.input_logits[:n]),
+                LogitsOutput(self.next_token_logits[n:], self.input_logits[n:]))
 
 
 class ModelRunner:

@@ -85,6 +85,14 @@ class PrefillAdder:
         self.can_run: List[Req] = []
         self.admitted_tokens = 0.0
 
+    def share_with_decode(self, num_decode: int) -> None:
+        """Mixed chunked prefill: the running requests' decode tokens ride in this batch's forward
+        and take their share of its token budgets; at least half the chunk stays for prompts, so
+        a large running batch cannot starve the queue."""
+        self.rem_input_tokens -= num_decode
+        if self.rem_chunk_tokens is not None:
+            self.rem_chunk_tokens = max(self.rem_chunk_tokens - num_decode, (self.rem_chunk_tokens + 1) // 2)
+
     def rem_total_tokens(self) -> float:
         kv = self.sched.token_to_kv_pool.available_size() + self.tree_cache.evictable_size()
         return kv - self.reserved - self.admitted_tokens - self.outlook_peak

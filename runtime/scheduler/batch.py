@@ -2,7 +2,8 @@
 
 `prepare_for_extend` gives each request a request slot and KV slots for its new tokens (evicting
 from the prefix cache when needed) and writes prefix + new slots into `req_to_token`.
-`prepare_for_decode` gives each request one KV slot for its last sampled token.
+`prepare_for_decode` gives each request one KV slot for its last sampled token. `mixed` joins a
+prepared prefill batch and a prepared decode batch into one extend forward (`--enable-mixed-chunk`).
 """
 
 from __future__ import annotations
@@ -100,6 +101,19 @@ class ScheduleBatch:
         self.positions = to_device([s - 1 for s in self.seq_lens], torch.int64, self.device)
         self.prefix_lens = [s - 1 for s in self.seq_lens]
         self.extend_lens = [1] * bs
+
+    @classmethod
+    def mixed(cls, prefill: "ScheduleBatch", decode: "ScheduleBatch") -> "ScheduleBatch":
+        """One extend forward over a prepared prefill batch and a prepared decode batch (mixed
+        chunked prefill): each decode request is an extend of one token over its whole KV."""
+        batch = cls(prefill.reqs + decode.reqs, prefill.req_to_token_pool, prefill.token_to_kv_pool,
+                    prefill.tree_cache, prefill.device)
+        batch.forward_mode = ForwardMode.EXTEND
+        for name in ("input_ids", "positions", "out_cache_loc"):
+            setattr(batch, name, torch.cat([getattr(prefill, name), getattr(decode, name)]))
+        for name in ("seq_lens", "prefix_lens", "extend_lens"):
+            setattr(batch, name, getattr(prefill, name) + getattr(decode, name))
+        return batch
 
     def req_pool_indices(self) -> List[int]:
         return [r.req_pool_idx for r in self.reqs]

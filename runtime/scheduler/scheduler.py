@@ -69,6 +69,7 @@ class Launched:
     sample: SampleResult
     partial: Optional[List[bool]]  # extend: requests with more prompt chunks to come; None = decode
     future_base: int = -1  # decode under overlap: first future-map slot of this batch's tokens
+    decode: Optional["Launched"] = None  # mixed chunked prefill: the decode step in the same forward
 
 
 class Scheduler:
@@ -118,6 +119,7 @@ class Scheduler:
         # costs no scheduling work per decode step.
         self._prefill_blocked = False
         self.num_overlapped_steps = 0  # steps whose batch was launched before the previous one was processed
+        self.num_mixed_steps = 0  # forwards that ran a prefill and a decode step together
         self._last_launch_was_prefill = False
         # Two batches' worth of slots: the in-flight batch's tokens stay readable while the next
         # decode batch writes its own.
@@ -253,10 +255,15 @@ class Scheduler:
     def _launch(self) -> Optional[Launched]:
         # While requests are decoding, a prefill batch is followed by a decode step before the next
         # one: requests arriving close together (or the chunks of a long prompt) then delay the
-        # running requests' next token by one prefill each, not by all of them in a row.
+        # running requests' next token by one prefill each, not by all of them in a row. With
+        # --enable-mixed-chunk the decode step rides in the prefill's forward instead.
+        mix = self.server_args.enable_mixed_chunk and bool(self.running)
         batch = None
         if not (self._last_launch_was_prefill and self.running):
-            batch = self._get_new_prefill_batch()
+            batch = self._get_new_prefill_batch(len(self.running) if mix else 0)
+        if batch is not None and mix and self._decode_fits_now():
+            self._last_launch_was_prefill = False  # the running requests decoded in it
+            return self._launch_mixed(batch)
         self._last_launch_was_prefill = batch is not None
         if batch is not None:
             return self._launch_extend(batch)
@@ -267,7 +274,8 @@ class Scheduler:
     def _process(self, launched: Launched) -> List[ReqOutput]:
         if launched.partial is None:
             return self._process_decode(launched)
-        return self._process_extend(launched)
+        outputs = self._process_decode(launched.decode) if launched.decode is not None else []
+        return outputs + self._process_extend(launched)
 
     def event_loop(self, recv: Callable[[], list], send: Callable[[object], None], idle_wait: Callable[[], None]) -> None:
         while True:
@@ -283,7 +291,8 @@ class Scheduler:
                 send(BatchTokenIDOut(outputs))
 
     # ---- prefill ------------------------------------------------------------------------
-    def _get_new_prefill_batch(self) -> Optional[ScheduleBatch]:
+    def _get_new_prefill_batch(self, num_decode: int = 0) -> Optional[ScheduleBatch]:
+        """The next prefill batch, or None; `num_decode` running requests will share its forward."""
         if not self.waiting and self.chunked_req is None:
             return None
         if self._prefill_blocked and self.chunked_req is None:
@@ -293,6 +302,7 @@ class Scheduler:
             return None
         deferred = self.policy.calc_priority(self.waiting)
         adder = PrefillAdder(self, *self._decode_reservation())
+        adder.share_with_decode(num_decode)
         if self.chunked_req is not None:
             if not adder.add_chunked_req(self.chunked_req):
                 return None  # wait for decodes to free memory
@@ -336,8 +346,10 @@ class Scheduler:
                 estimated += reserved_future(r)
         return estimated * self.new_token_ratio, DecodeOutlook(outlook)
 
-    def _launch_extend(self, batch: ScheduleBatch) -> Launched:
-        logits = self.model_runner.forward(batch)
+    def _launch_extend(self, batch: ScheduleBatch, logits=None) -> Launched:
+        """Sample a prefill batch (forwarded here, or given its part of a mixed forward's logits)."""
+        if logits is None:
+            logits = self.model_runner.forward(batch)
         partial = [req.is_chunked > 0 for req in batch.reqs]
         sample = self.sampler.sample(batch.reqs, self._masked(batch.reqs, logits.next_token_logits), skip=partial)
         # Neither step needs the sampled token, so both happen at launch (the KV they insert is
@@ -379,13 +391,37 @@ class Scheduler:
         req.req_pool_idx = None
         self.chunked_req = req
 
+    # ---- mixed chunked prefill -----------------------------------------------------------
+    def _decode_fits_now(self) -> bool:
+        """Whether the running requests' next tokens have KV slots without retracting any."""
+        free = self.token_to_kv_pool.available_size() + self.tree_cache.evictable_size()
+        return free >= len(self.running)
+
+    def _launch_mixed(self, prefill: ScheduleBatch) -> Launched:
+        """One forward for a prefill batch and the running batch's decode step (SGLang's
+        --enable-mixed-chunk): the decode tokens cost no extra pass over the weights."""
+        decode = self._decode_batch()
+        logits = self.model_runner.forward(ScheduleBatch.mixed(prefill, decode))
+        self.num_mixed_steps += 1
+        prefill_logits, decode_logits = logits.split(len(prefill))
+        launched = self._launch_extend(prefill, prefill_logits)
+        launched.decode = self._launch_decode(decode, decode_logits)
+        return launched
+
     # ---- decode -------------------------------------------------------------------------
-    def _launch_decode(self) -> Launched:
-        self._ensure_decode_memory()
+    def _decode_batch(self) -> ScheduleBatch:
         batch = ScheduleBatch(list(self.running), self.req_to_token_pool, self.token_to_kv_pool, self.tree_cache,
                               self.device)
         batch.prepare_for_decode(self.future_ids)
-        logits = self.model_runner.forward(batch)
+        return batch
+
+    def _launch_decode(self, batch: Optional[ScheduleBatch] = None, logits=None) -> Launched:
+        """One decode step of the running batch (or, from a mixed forward, sample its given logits)."""
+        if batch is None:
+            self._ensure_decode_memory()
+            batch = self._decode_batch()
+        if logits is None:
+            logits = self.model_runner.forward(batch)
         sample = self.sampler.sample(batch.reqs, self._masked(batch.reqs, logits.next_token_logits))
         launched = Launched(batch, logits, sample, None)
         if self.enable_overlap:
