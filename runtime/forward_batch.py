@@ -23,9 +23,15 @@ class ForwardMode(enum.IntEnum):
     EXTEND = 1
     DECODE = 2
     IDLE = 3
+    # An extend whose last `num_decode_reqs` requests are decode steps (mixed chunked prefill).
+    # Backends may treat it as a plain extend; the Triton backend runs that tail as decode.
+    MIXED = 4
 
     def is_extend(self) -> bool:
-        return self == ForwardMode.EXTEND
+        return self in (ForwardMode.EXTEND, ForwardMode.MIXED)
+
+    def is_mixed(self) -> bool:
+        return self == ForwardMode.MIXED
 
     def is_decode(self) -> bool:
         return self == ForwardMode.DECODE
@@ -47,6 +53,7 @@ class ForwardBatch:
     extend_seq_lens: Optional[torch.Tensor] = None  # [bs] new tokens per request
     extend_prefix_lens: Optional[torch.Tensor] = None  # [bs] cached tokens per request
     extend_start_loc: Optional[torch.Tensor] = None  # [bs] offset of each request in input_ids
+    num_decode_reqs: int = 0  # MIXED: the last this-many requests have one new token each
     # host copies for Python-side planning (avoid device syncs)
     seq_lens_cpu: Optional[List[int]] = None
     req_pool_indices_cpu: Optional[List[int]] = None

@@ -189,6 +189,7 @@ class ModelRunner:
             for n in batch.extend_lens[:-1]:
                 starts.append(starts[-1] + n)
             fb.extend_start_loc = to_device(starts, torch.int64, dev)
+            fb.num_decode_reqs = batch.num_decode_reqs
         return fb
 
     @torch.inference_mode()

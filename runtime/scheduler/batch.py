@@ -36,6 +36,7 @@ class ScheduleBatch:
         self.prefix_lens: List[int] = []
         self.extend_lens: List[int] = []
         self.sampling_info = None
+        self.num_decode_reqs = 0  # MIXED: decode requests at the end of `reqs`
 
     def __len__(self) -> int:
         return len(self.reqs)
@@ -108,7 +109,8 @@ class ScheduleBatch:
         chunked prefill): each decode request is an extend of one token over its whole KV."""
         batch = cls(prefill.reqs + decode.reqs, prefill.req_to_token_pool, prefill.token_to_kv_pool,
                     prefill.tree_cache, prefill.device)
-        batch.forward_mode = ForwardMode.EXTEND
+        batch.forward_mode = ForwardMode.MIXED
+        batch.num_decode_reqs = len(decode)
         for name in ("input_ids", "positions", "out_cache_loc"):
             setattr(batch, name, torch.cat([getattr(prefill, name), getattr(decode, name)]))
         for name in ("seq_lens", "prefix_lens", "extend_lens"):

@@ -1,5 +1,6 @@
 """TritonAttnBackend vs the torch-native oracle backend through real ForwardBatch / KV pools:
-an extend batch with mixed prefixes, then decode steps, eagerly and through the CUDA-graph hooks."""
+an extend batch with mixed prefixes, then decode steps, eagerly and through the CUDA-graph hooks,
+and a MIXED batch (prefill plus decode requests in one forward)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,22 @@ def test_backend_matches_torch_native(device, gen, heads, kv_heads, head_dim, kv
     for _ in range(2):
         fbs = world.twin_batches(ForwardMode.DECODE, backends, [1, 1, 1])
         compare_layers(world, backends, fbs, 1e-4)
+
+
+@pytest.mark.parametrize("kv_heads", [8, 2])
+def test_mixed_batch_matches_torch_native(device, gen, kv_heads):
+    """A MIXED batch (--enable-mixed-chunk): three prefill requests, then two decode requests whose
+    one token each goes through the decode kernel; the oracle runs the whole batch as an extend."""
+    heads, head_dim = 8, 64
+    world = World(device, gen, heads, kv_heads, head_dim, torch.float32, num_reqs=5)
+    backends = [TritonAttnBackend(fake_runner(heads, head_dim, device)), TorchNativeAttnBackend()]
+    prefix = [0, 7, 20, 33, 12]
+    world.fill_prefix(prefix)
+    fbs = world.twin_batches(ForwardMode.MIXED, backends, [5, 13, 2, 1, 1], prefix)
+    for fb in fbs:
+        fb.num_decode_reqs = 2
+    compare_layers(world, backends, fbs, 1e-4)
+    assert fbs[0].attn_metadata.decode.mid_o.shape[0] == 2, "the decode tail was not planned as decode"
 
 
 def test_cuda_graph_hooks_plan_padded_decode(device, gen):

@@ -57,8 +57,10 @@ def reference(make_gpu, tokenizer):
         {"disable_overlap_schedule": True},
         {"disable_cuda_graph": True, "disable_overlap_schedule": True},
         {"enable_torch_compile": True, "cuda_graph_bs": [8]},
+        # 16-token chunks: later prompts are prefilled while the first ones decode, in MIXED forwards
+        {"enable_mixed_chunk": True, "chunked_prefill_size": 16},
     ],
-    ids=["eager", "cuda-graph", "cuda-graph-no-overlap", "eager-no-overlap", "torch-compile"],
+    ids=["eager", "cuda-graph", "cuda-graph-no-overlap", "eager-no-overlap", "torch-compile", "mixed-chunk"],
 )
 def test_triton_greedy_matches_torch_native(make_gpu, tokenizer, reference, flags):
     got = _greedy(make_gpu, tokenizer, attention_backend="triton", **flags)
