@@ -13,8 +13,8 @@ Planning (`init_forward_metadata`):
 - mixed (`--enable-mixed-chunk`): both. The extend kernel runs the prefill requests and the decode
   kernel the decode requests at the batch's end: through the extend kernel, a decode request's one
   query would fill a whole query tile and its long prefix would get no split-K parallelism (a
-  mixed step of 465 decodes + 8K prompt tokens took 311 ms on an H200 that way, against ~150 ms
-  for the prefill and the decode step run apart).
+  mixed step of 465 decodes + 8K prompt tokens took 311 ms on an H200 that way, against ~250 ms
+  estimated for the prefill and the decode step run apart; docs/benchmarks.md).
 
 CUDA graphs (decode only), as `runtime/cuda_graph_runner.py` drives them:
 1. `init_cuda_graph_state(max_bs)` once: allocates the split scratch for `max_bs` requests. It does
