@@ -9,7 +9,6 @@ Usage (from an example):
 Order of precedence:
     --backend-url URL (or env SGL_BACKEND_URL)  -> sgl.RuntimeEndpoint(URL) to a running server
     --engine                                    -> sgl.Engine(): the runtime in this process, no HTTP
-    --fake                                      -> a deterministic fake engine (smoke tests, no model)
     otherwise                                   -> sgl.Runtime() starts the default model in a subprocess
 """
 
@@ -30,7 +29,6 @@ def parser_with_backend_args(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--api-key", default=os.environ.get("SGL_API_KEY"))
     parser.add_argument("--model-path", default=None, help="model for sgl.Runtime (default: the embedded model)")
     parser.add_argument("--engine", action="store_true", help="run the model in this process with sgl.Engine()")
-    parser.add_argument("--fake", action="store_true", help="use a deterministic fake engine (no model needed)")
     return parser
 
 
@@ -41,10 +39,6 @@ def backend_from_args(args: argparse.Namespace) -> Iterator[object]:
     kwargs = {"model_path": args.model_path} if args.model_path else {}
     if args.backend_url:
         backend = sgl.RuntimeEndpoint(args.backend_url, api_key=args.api_key)
-    elif args.fake:
-        from sgl.backend.fake import FakeEngine
-
-        backend = FakeEngine(model_path="SmolLM2-135M-Instruct")
     elif args.engine:
         backend = runtime = sgl.Engine(**kwargs)
     else:

@@ -2,7 +2,7 @@
 parallel. fork() first caches the shared prefix once, so the branches reuse it.
 
 Usage:
-    python examples/fork_join.py [--backend-url URL | --fake] [--points 3]
+    python examples/fork_join.py [--backend-url URL | --engine] [--points 3]
 """
 
 import sgl

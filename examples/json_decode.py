@@ -2,7 +2,7 @@
 from a JSON schema.
 
 Usage:
-    python examples/json_decode.py [--backend-url URL | --fake]
+    python examples/json_decode.py [--backend-url URL | --engine]
 """
 
 import json

@@ -3,7 +3,7 @@ The roles render with the served model's own chat template, so the text equals w
 /v1/chat/completions would build for the same messages.
 
 Usage:
-    python examples/multi_turn_chat.py [--backend-url URL | --fake] [--turns 2]
+    python examples/multi_turn_chat.py [--backend-url URL | --engine] [--turns 2]
 """
 
 import sgl

@@ -3,7 +3,7 @@
 Usage:
     python examples/quick_start.py                     # starts sgl.Runtime() (SmolLM2-135M) in a subprocess
     python examples/quick_start.py --backend-url http://127.0.0.1:30000   # use a running server
-    python examples/quick_start.py --fake              # no model: a deterministic fake engine
+    python examples/quick_start.py --engine            # the runtime in this process, no HTTP
 """
 
 import sgl

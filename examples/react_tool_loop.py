@@ -2,7 +2,7 @@
 runs the tool between two gens. The loop ends on "Finish" or after a few steps.
 
 Usage:
-    python examples/react_tool_loop.py [--backend-url URL | --fake] [--steps 3]
+    python examples/react_tool_loop.py [--backend-url URL | --engine] [--steps 3]
 """
 
 import re

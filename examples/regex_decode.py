@@ -1,7 +1,7 @@
 """Regex-constrained generation: the server only lets the model write text matching the regex.
 
 Usage:
-    python examples/regex_decode.py [--backend-url URL | --fake]
+    python examples/regex_decode.py [--backend-url URL | --engine]
 """
 
 import re

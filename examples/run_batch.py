@@ -2,7 +2,7 @@
 Results keep the input order; the shared few-shot prefix is cached once up front.
 
 Usage:
-    python examples/run_batch.py [--backend-url URL | --fake] [--num 8] [--generator]
+    python examples/run_batch.py [--backend-url URL | --engine] [--num 8] [--generator]
 """
 
 import sgl

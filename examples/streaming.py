@@ -2,7 +2,7 @@
 text_iter("var") one variable, and text_async_iter() is the asyncio form.
 
 Usage:
-    python examples/streaming.py [--backend-url URL | --fake]
+    python examples/streaming.py [--backend-url URL | --engine]
 """
 
 import asyncio

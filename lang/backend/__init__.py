@@ -1,7 +1,7 @@
 """Model backends of the frontend language.
 
-`RuntimeEndpoint` (HTTP to a server), `EngineBackend` (in-process engine), `OpenAI` (any
-OpenAI-compatible API) and the test double `FakeBackend`. Heavy modules load on first use.
+`RuntimeEndpoint` (HTTP to a server), `EngineBackend` (in-process engine) and `OpenAI` (any
+OpenAI-compatible API). Heavy modules load on first use.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ _LAZY = {
     "RuntimeEndpoint": "sgl.backend.runtime_endpoint",
     "EngineBackend": "sgl.backend.engine",
     "OpenAI": "sgl.backend.openai",
-    "FakeBackend": "sgl.backend.fake",
-    "FakeEngine": "sgl.backend.fake",
 }
 
 __all__ = ["BaseBackend", "as_backend", *_LAZY]

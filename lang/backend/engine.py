@@ -2,8 +2,8 @@
 
 Wraps any object with SGLang's `Engine.generate(prompt=..., sampling_params=..., input_ids=...,
 image_data=..., return_logprob=..., logprob_start_len=..., top_logprobs_num=..., stream=...)`
-returning `/generate`-shaped result dicts (`sgl.Engine`, or `sgl.backend.fake.FakeEngine` in
-tests). `sgl.set_default_backend(engine)` wraps engines automatically.
+returning `/generate`-shaped result dicts (`sgl.Engine`, or the test suite's fake engine).
+`sgl.set_default_backend(engine)` wraps engines automatically.
 
 The interpreter calls `generate` from several threads at once (one per program state and fork);
 the engine must accept concurrent calls, which is also what lets it batch them.

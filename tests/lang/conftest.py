@@ -1,97 +1,108 @@
 """Fixtures of the frontend-language tests.
 
-The conformance suite (`sgltest/programs.py`) runs against every backend in `program_backend`:
-  * "fake":      EngineBackend over a FakeEngine (in-process, deterministic);
-  * "fake-http": RuntimeEndpoint over HTTP to the fake server (tests the wire protocol);
-  * "real":      only when requested, once per session, on the default model:
-                 SGL_TEST_REAL_BACKEND=1 starts `sgl.Runtime()` (a server subprocess; JSON keyword
-                 arguments for it may go in SGL_TEST_RUNTIME_ARGS);
-                 SGL_TEST_REAL_BACKEND=engine uses an in-process `sgl.Engine()` (same arguments);
-                 SGL_TEST_BACKEND_URL=http://host:port uses an already running server.
+The conformance suite (`sgltest/programs.py`) and the other real-model checks run on the default
+model through both real backends (`real_backend`), each started once per test session:
+  * "engine": `sgl.EngineBackend` over an in-process `sgl.Engine()`;
+  * "server": `sgl.Runtime()`, i.e. `python -m sgl.launch_server` in a subprocess, over HTTP.
+JSON keyword arguments for both may go in SGL_TEST_RUNTIME_ARGS (e.g. '{"model_path": "..."}');
+SGL_TEST_BACKEND_URL=http://host:port (and SGL_TEST_API_KEY) replaces the launched server with
+an already running one.
+
+Tests that must control the model's answers or see what reached the engine use the deterministic
+FakeEngine: `fake_backend` in process, or `sgltest.fake_server.FakeServer` (the real HTTP app over
+a FakeEngine).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from typing import Any, Iterator, List
+import signal
+from typing import Any, Dict, Iterator
 
 import pytest
+from sgltest.fake_engine import FakeEngine
+from sgltest.server_process import free_port
 
 import sgl
-from sgl.backend.fake import FakeEngine
-from sgltest.templates import SMOLLM2_TEMPLATE
+
+# Both real backends get one configuration: a seeded scheduler, so sampled programs repeat, and
+# a KV pool far above what the programs use but below the CPU default (a quarter of RAM, at most
+# 4 x the context), since in a full test run both stay alive until the session ends.
+_DEFAULT_RUNTIME_ARGS = {"random_seed": 1, "max_total_tokens": 8192}
 
 
-def real_backend_requested() -> bool:
-    return bool(os.environ.get("SGL_TEST_REAL_BACKEND") or os.environ.get("SGL_TEST_BACKEND_URL"))
+def _runtime_kwargs() -> Dict[str, Any]:
+    return {**_DEFAULT_RUNTIME_ARGS, **json.loads(os.environ.get("SGL_TEST_RUNTIME_ARGS") or "{}")}
 
 
-def backend_kinds() -> List[str]:
-    return ["fake", "fake-http"] + (["real"] if real_backend_requested() else [])
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    # A test run stopped with SIGTERM (a CI timeout) still tears fixtures down, and so its servers.
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @pytest.fixture(scope="session")
-def fake_http_server() -> Iterator[Any]:
-    from sgltest.fake_server import serve
-
-    httpd, state = serve(FakeEngine(chat_template=SMOLLM2_TEMPLATE, model_path="fake/SmolLM2-135M-Instruct"))
-    state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    yield state
-    httpd.shutdown()
+def real_engine() -> Iterator[Any]:
+    """`sgl.EngineBackend` over an in-process `sgl.Engine()` on the default model."""
+    with _sigterm_as_interrupt():
+        engine = sgl.Engine(**_runtime_kwargs())
+        try:
+            yield sgl.EngineBackend(engine)
+        finally:
+            engine.shutdown()
 
 
 @pytest.fixture(scope="session")
-def real_backend() -> Iterator[Any]:
-    if not real_backend_requested():
-        pytest.skip("set SGL_TEST_REAL_BACKEND=1 or SGL_TEST_BACKEND_URL to run against a real server")
+def real_server() -> Iterator[Any]:
+    """`sgl.Runtime()` (a launched server) on the default model, or SGL_TEST_BACKEND_URL's server."""
     url = os.environ.get("SGL_TEST_BACKEND_URL")
     if url:
         yield sgl.RuntimeEndpoint(url, api_key=os.environ.get("SGL_TEST_API_KEY"))
         return
-    kwargs = json.loads(os.environ.get("SGL_TEST_RUNTIME_ARGS") or "{}")
-    if os.environ.get("SGL_TEST_REAL_BACKEND") == "engine":
-        engine = sgl.Engine(**kwargs)
-        yield sgl.EngineBackend(engine)
-        engine.shutdown()
-        return
-    try:
-        runtime = sgl.Runtime(**kwargs)
-    except RuntimeError as e:
-        if "No module named" in str(e):
-            pytest.skip(f"the server is not available yet: {e}")
-        raise
-    yield runtime
-    runtime.shutdown()
+    with _sigterm_as_interrupt():
+        # A port the OS picked: Runtime's default (30000 and up) races other test runs on the host.
+        runtime = sgl.Runtime(**{"port": free_port(), **_runtime_kwargs()})
+        try:
+            yield runtime
+        finally:
+            runtime.shutdown()
 
 
-def _make_backend(kind: str, request: Any) -> Any:
-    if kind == "fake":
-        return sgl.EngineBackend(FakeEngine(chat_template=SMOLLM2_TEMPLATE, model_path="fake/SmolLM2-135M-Instruct"))
-    if kind == "fake-http":
-        return sgl.RuntimeEndpoint(request.getfixturevalue("fake_http_server").url)
-    return request.getfixturevalue("real_backend")
+@pytest.fixture(params=["engine", "server"])
+def real_backend(request: Any) -> Any:
+    """Each real backend in turn (both live for the whole session once started)."""
+    return request.getfixturevalue(f"real_{request.param}")
 
 
-@pytest.fixture(params=backend_kinds())
-def program_backend(request: Any) -> Iterator[Any]:
-    """Sets the default backend for the duration of one test (what the suite programs use)."""
-    backend = _make_backend(request.param, request)
+@contextlib.contextmanager
+def _default_backend(backend: Any) -> Iterator[Any]:
     previous = sgl.global_config.default_backend
     sgl.set_default_backend(backend)
     try:
-        yield backend
+        yield sgl.global_config.default_backend
     finally:
         sgl.global_config.default_backend = previous
 
 
 @pytest.fixture
+def program_backend(real_backend: Any) -> Iterator[Any]:
+    """A real backend set as the default for one test (what the suite programs use)."""
+    with _default_backend(real_backend) as backend:
+        yield backend
+
+
+@pytest.fixture
 def fake_backend() -> Iterator[Any]:
     """A fresh fake engine backend set as the default (its engine is `.engine`)."""
-    backend = sgl.EngineBackend(FakeEngine())
-    previous = sgl.global_config.default_backend
-    sgl.set_default_backend(backend)
-    try:
+    with _default_backend(sgl.EngineBackend(FakeEngine())) as backend:
         yield backend
-    finally:
-        sgl.global_config.default_backend = previous
+

@@ -7,10 +7,11 @@ import logging
 import os
 
 import pytest
+from sgltest.fake_engine import FakeEngine
+from sgltest.fake_server import FakeServer
 from sgltest.templates import SMOLLM2_TEMPLATE
 
 import sgl
-from sgl.backend.fake import FakeEngine
 from sgl.chat_template import get_chat_template, get_chat_template_by_model_path
 from sgl.jinja_template import JinjaChatTemplate, chat_template_from_model_info
 
@@ -79,35 +80,29 @@ def test_role_text_equals_apply_chat_template(smollm2_tokenizer, name):
     assert state.text() == smollm2_tokenizer.apply_chat_template(messages, tokenize=False)
 
 
-def test_jinja_template_over_http_server(fake_http_server, smollm2_tokenizer):
+def test_jinja_template_over_http_server(smollm2_tokenizer):
     # The template travels in /get_model_info; the endpoint renders roles with it.
-    backend = sgl.RuntimeEndpoint(fake_http_server.url)
-    assert isinstance(backend.get_chat_template(), JinjaChatTemplate)
+    engine = FakeEngine(chat_template=SMOLLM2_TEMPLATE, model_path="fake/SmolLM2-135M-Instruct")
+    with FakeServer(engine) as server:
+        backend = sgl.RuntimeEndpoint(server.url)
+        assert isinstance(backend.get_chat_template(), JinjaChatTemplate)
 
-    @sgl.function
-    def chat(s):
-        s += sgl.user("Hello")
-        s += sgl.assistant(sgl.gen("reply", max_tokens=8))
+        @sgl.function
+        def chat(s):
+            s += sgl.user("Hello")
+            s += sgl.assistant(sgl.gen("reply", max_tokens=8))
 
-    state = chat.run(backend=backend)
+        state = chat.run(backend=backend)
     assert state.text() == smollm2_tokenizer.apply_chat_template(state.messages(), tokenize=False)
 
 
-def test_stop_string_comes_from_the_template():
-    template = JinjaChatTemplate(SMOLLM2_TEMPLATE, get_chat_template("default"))
-    assert template.stop_str == ("<|im_end|>",)
-    assert template.default_system_prompt is None  # the template inserts its own
-
-
-def test_template_from_server_info_when_model_info_lacks_it():
-    from sgltest.fake_server import serve
-
-    httpd, _ = serve(FakeEngine(chat_template=SMOLLM2_TEMPLATE), template_in_model_info=False)
-    try:
-        backend = sgl.RuntimeEndpoint(f"http://127.0.0.1:{httpd.server_address[1]}")
-        assert isinstance(backend.get_chat_template(), JinjaChatTemplate)
-    finally:
-        httpd.shutdown()
+def test_template_from_server_info_when_model_info_lacks_it(monkeypatch):
+    # An older server: no chat_template in /get_model_info, the --chat-template flag in /get_server_info.
+    replies = {"/get_model_info": {"model_path": "some/model"}, "/get_server_info": {"chat_template": SMOLLM2_TEMPLATE}}
+    monkeypatch.setattr(sgl.RuntimeEndpoint, "_get_json", lambda self, path: replies[path])
+    backend = sgl.RuntimeEndpoint("http://127.0.0.1:9")
+    assert isinstance(backend.get_chat_template(), JinjaChatTemplate)
+    assert backend.get_chat_template().source == SMOLLM2_TEMPLATE
 
 
 LLAMA3_LIKE = (

@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 
 import pytest
+from sgltest.fake_engine import FakeEngine
 from sgltest.templates import SMOLLM2_TEMPLATE
 
 import sgl
-from sgl.backend.fake import FakeEngine
 from sgl.ir import SglConstantText, SglExpr
 
 

@@ -1,15 +1,16 @@
-"""The OpenAI backend through the real `openai` client, against the fake server's /v1 routes."""
+"""The OpenAI backend through the real `openai` client, against the server's /v1 routes (the real
+HTTP app over a FakeEngine whose answers the tests choose)."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+from sgltest.fake_engine import FakeEngine
+from sgltest.fake_server import FakeServer
 from sgltest.templates import SMOLLM2_TEMPLATE
-from sgltest.fake_server import serve
 
 import sgl
-from sgl.backend.fake import FakeEngine
 
 pytest.importorskip("openai")
 
@@ -21,10 +22,9 @@ def server():
             return " Ann\nJob: chef\n"
         return None
 
-    httpd, state = serve(FakeEngine(responder=responder, chat_template=SMOLLM2_TEMPLATE))
-    state.url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    yield state
-    httpd.shutdown()
+    with FakeServer(FakeEngine(responder=responder, chat_template=SMOLLM2_TEMPLATE)) as server:
+        server.v1 = server.url + "/v1"
+        yield server
 
 
 def _chat_requests(state):
@@ -32,7 +32,7 @@ def _chat_requests(state):
 
 
 def test_chat_model_sends_messages(server):
-    backend = sgl.OpenAI("fake-chat", base_url=server.url, api_key="none")
+    backend = sgl.OpenAI("fake-chat", base_url=server.v1, api_key="none")
 
     @sgl.function
     def chat(s):
@@ -49,7 +49,7 @@ def test_chat_model_sends_messages(server):
 
 
 def test_chat_gen_must_follow_assistant_begin(server):
-    backend = sgl.OpenAI("fake-chat", base_url=server.url, api_key="none")
+    backend = sgl.OpenAI("fake-chat", base_url=server.v1, api_key="none")
 
     @sgl.function
     def misplaced(s):
@@ -61,7 +61,7 @@ def test_chat_gen_must_follow_assistant_begin(server):
 
 
 def test_unsupported_features_raise_not_implemented(server):
-    backend = sgl.OpenAI("fake-chat", base_url=server.url, api_key="none")
+    backend = sgl.OpenAI("fake-chat", base_url=server.v1, api_key="none")
 
     @sgl.function
     def regex(s):
@@ -77,7 +77,7 @@ def test_unsupported_features_raise_not_implemented(server):
 
 
 def test_json_schema_uses_response_format(server):
-    backend = sgl.OpenAI("fake-chat", base_url=server.url, api_key="none")
+    backend = sgl.OpenAI("fake-chat", base_url=server.v1, api_key="none")
     schema = {"type": "object", "properties": {"age": {"type": "integer"}}}
 
     @sgl.function
@@ -90,7 +90,7 @@ def test_json_schema_uses_response_format(server):
 
 
 def test_chat_streaming(server):
-    backend = sgl.OpenAI("fake-chat", base_url=server.url, api_key="none")
+    backend = sgl.OpenAI("fake-chat", base_url=server.v1, api_key="none")
 
     @sgl.function
     def chat(s):
@@ -101,7 +101,7 @@ def test_chat_streaming(server):
 
 
 def test_completion_model_text_and_quoted_strings(server):
-    backend = sgl.OpenAI("fake-instruct", base_url=server.url, api_key="none", is_chat_model=False)
+    backend = sgl.OpenAI("fake-instruct", base_url=server.v1, api_key="none", is_chat_model=False)
 
     @sgl.function
     def fill(s):
@@ -117,7 +117,7 @@ def test_completion_model_text_and_quoted_strings(server):
 
 
 def test_chat_speculative_execution_makes_one_call(server):
-    backend = sgl.OpenAI("fake-chat", base_url=server.url, api_key="none")
+    backend = sgl.OpenAI("fake-chat", base_url=server.v1, api_key="none")
 
     @sgl.function(num_api_spec_tokens=32)
     def character(s):
@@ -169,7 +169,7 @@ class _BiasedCompletions:
 
 
 def _completion_backend(server, prefer):
-    backend = sgl.OpenAI("fake-instruct", base_url=server.url, api_key="none", is_chat_model=False)
+    backend = sgl.OpenAI("fake-instruct", base_url=server.v1, api_key="none", is_chat_model=False)
     backend.tokenizer = _CharTokenizer()
     backend.client = type("Client", (), {"completions": _BiasedCompletions(prefer)})()
     return backend

@@ -1,13 +1,13 @@
-"""Checks that need the real runtime (skipped unless SGL_TEST_REAL_BACKEND / SGL_TEST_BACKEND_URL).
+"""Checks that need the real runtime, on both real backends (conftest.py's `real_backend`).
 
 A program's role text must equal what the server builds for `/v1/chat/completions` from the same
 messages: over HTTP this compares prompt token counts of /generate and /v1/chat/completions; on an
 in-process engine it compares the text with the engine tokenizer's `apply_chat_template`.
+(The conformance programs, sgltest/programs.py, run on the same backends.)
 """
 
 from __future__ import annotations
 
-import pytest
 import requests
 
 import sgl
@@ -44,34 +44,3 @@ def test_role_text_equals_server_chat_rendering(real_backend):
         tokenizer = backend.engine.tokenizer
         assert text == tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
-
-def test_sixteen_programs_share_a_cached_prefix(real_backend):
-    from sgltest.programs import prefix_reuse
-
-    sgl.set_default_backend(real_backend)
-    try:
-        prefix_reuse()
-    finally:
-        sgl.global_config.default_backend = None
-
-
-def test_min_tokens_counts_on_the_real_model(real_backend):
-    @sgl.function
-    def short(s):
-        s += sgl.user("Say yes.")
-        s += sgl.assistant(sgl.gen("a", min_tokens=20, max_tokens=24, temperature=0))
-
-    meta = short.run(backend=real_backend).get_meta_info("a")
-    assert 20 <= meta["completion_tokens"] <= 24
-
-
-@pytest.mark.parametrize("method", [sgl.token_length_normalized, sgl.greedy_token_selection,
-                                    sgl.unconditional_likelihood_normalized])
-def test_select_methods_on_the_real_model(real_backend, method):
-    @sgl.function
-    def pick(s):
-        s += "The opposite of hot is" + sgl.select("w", [" cold", " warm", " purple"], choices_method=method)
-
-    state = pick.run(backend=real_backend)
-    assert state["w"] in (" cold", " warm", " purple")
-    assert all(len(lps) >= 1 for lps in state.get_meta_info("w")["input_token_logprobs"])

@@ -1,6 +1,7 @@
 """sgl.Runtime: subprocess launch, readiness, failures with the log tail, clean shutdown.
 
-A stand-in server script (fake_server.py) plays `python -m sgl.launch_server`.
+`python -m sgltest.fake_server` (the real HTTP app over a FakeEngine: no model to load) plays
+`python -m sgl.launch_server`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 import sgl
 from sgl.server_process import Runtime, server_flags
 
-FAKE_SERVER = os.path.join(os.path.dirname(os.path.dirname(__file__)), "sgltest", "fake_server.py")
+TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(autouse=True)
@@ -26,9 +27,15 @@ def _logs_in_tmp_path(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
 
 
+@pytest.fixture(autouse=True)
+def _sgltest_importable_in_children(monkeypatch):
+    # pytest puts tests/ on its own sys.path only; the server child finds sgltest through this.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (TESTS_DIR, os.environ.get("PYTHONPATH")) if p))
+
+
 class FakeRuntime(Runtime):
     def _command(self):
-        return [sys.executable, FAKE_SERVER, *server_flags(self.server_args)]
+        return [sys.executable, "-m", "sgltest.fake_server", *server_flags(self.server_args)]
 
 
 def _alive(pid: int) -> bool:

@@ -1,12 +1,13 @@
-"""RuntimeEndpoint speaks the native /generate wire protocol (against the fake server)."""
+"""RuntimeEndpoint speaks the native /generate wire protocol (the real HTTP app over a FakeEngine,
+so these tests see exactly what the frontend sends and control what the model answers)."""
 
 from __future__ import annotations
 
 import pytest
-from sgltest.fake_server import serve
+from sgltest.fake_engine import FakeEngine
+from sgltest.fake_server import FakeServer
 
 import sgl
-from sgl.backend.fake import FakeEngine
 
 SAMPLING_KEYS = {
     "skip_special_tokens", "spaces_between_special_tokens", "max_new_tokens", "min_new_tokens", "stop",
@@ -17,18 +18,14 @@ SAMPLING_KEYS = {
 
 @pytest.fixture
 def server():
-    httpd, state = serve(FakeEngine(), api_key=None)
-    state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    yield state
-    httpd.shutdown()
+    with FakeServer(FakeEngine()) as server:
+        yield server
 
 
 @pytest.fixture
 def keyed_server():
-    httpd, state = serve(FakeEngine(), api_key="sekret")
-    state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    yield state
-    httpd.shutdown()
+    with FakeServer(FakeEngine(), api_key="sekret") as server:
+        yield server
 
 
 def _generate_bodies(state):
@@ -101,9 +98,10 @@ def test_server_errors_become_runtime_errors_with_the_message(server, tmp_path):
 
     error = look.run(backend=backend).error()
     assert isinstance(error, RuntimeError)
-    assert "HTTP 400" in str(error) and "does not support image input" in str(error)
+    assert "HTTP 400" in str(error) and "text-only" in str(error)  # the server's own message
     body = _generate_bodies(server)[-1]
     assert isinstance(body["image_data"], str)
+    assert not server.engine.requests  # refused before it reached the engine
 
 
 def test_admin_routes(server):
@@ -111,7 +109,8 @@ def test_admin_routes(server):
     server.engine.cache.insert([5, 6])
     assert "flushed" in sgl.flush_cache(backend).lower()
     assert server.engine.cache.match([5, 6]) == 0
-    assert sgl.get_server_info(backend)["version"] == "fake"
+    info = sgl.get_server_info(backend)
+    assert info["version"] == sgl.__version__ and info["model_path"] == "fake/fake-model"
 
 
 def test_prefill_only_requests_for_fork_and_cache(server):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from sgltest.fake_engine import FakeEngine, fake_logprob
 
 import sgl
-from sgl.backend.fake import FakeEngine, fake_logprob
 from sgl.backend.srt import choice_token_logprobs, mean_logprob
 
 

@@ -1,220 +1,208 @@
-"""A stand-in sgl server over `FakeEngine`: native routes (/generate with SSE, /get_model_info,
-/get_server_info, /flush_cache, /health, /health_generate) and minimal OpenAI routes
-(/v1/chat/completions, /v1/completions). Used in-process by `serve()` and as a subprocess by
-the Runtime tests (`python fake_server.py --port N [--api-key K] [--crash]`).
+"""The real HTTP app (`create_app` of runtime/server) serving a FakeEngine.
+
+Only the runtime behind the app is fake: `FakeCore` has the attributes of `RuntimeCore` that the
+routes read (tokenizer, model config, tokenizer manager), and its `FakeTokenizerManager` answers
+`generate_request` from a FakeEngine. Routes, request validation, error bodies, auth, SSE framing
+and the OpenAI adapters are the server's own, so the fake cannot drift from the real routes.
+
+`FakeServer(engine)` runs it in this process on a free port and records every POST body (for tests
+that check what the frontend sends). As a module (`python -m sgltest.fake_server --port N
+[--api-key K] [--crash] [--startup-delay S]`, with tests/ on PYTHONPATH) it plays
+`python -m sgl.launch_server` for the Runtime tests.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import socket
 import sys
 import threading
 import time
-import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Dict, Optional, Tuple
+from types import SimpleNamespace
+from typing import Any, AsyncIterator, Dict, List, Optional, Tuple
 
-from sgl.backend.fake import FakeEngine
-from sgl.chat_template import get_chat_template_by_model_path
-from sgl.jinja_template import chat_template_from_model_info
+from sgltest.fake_engine import FakeEngine
 
-_GENERATE_FIELDS = ("text", "input_ids", "sampling_params", "image_data", "return_logprob",
-                    "logprob_start_len", "top_logprobs_num", "return_text_in_logprobs")
+# The fake tokenizer gives ids to new words as it meets them; any bound above those will do.
+FAKE_VOCAB_SIZE = 1 << 20
+FAKE_CONTEXT_LEN = 4096
+
+
+class FakeTokenizerManager:
+    """What the routes call on the runtime's TokenizerManager, answered by a FakeEngine.
+
+    Like the real one, it checks the sampling params, yields one result (a dict, or a list for a
+    batch) or, for a stream, one update per step whose "text" is everything generated so far.
+    """
+
+    def __init__(self, engine: FakeEngine) -> None:
+        self.engine = engine
+        self.dead_reason: Optional[str] = None
+        self.aborted: List[str] = []  # rids the server asked to abort (the fake finishes them anyway)
+
+    async def generate_request(self, obj: Any, is_disconnected: Any = None) -> AsyncIterator[Any]:
+        items = obj.split()
+        for item in items:
+            _check_sampling_params(item.sampling_params)
+        single = obj.is_single()
+        if not obj.stream:
+            # One thread per prompt: FakeEngine.generate blocks (and may sleep to simulate work).
+            results = await asyncio.gather(*(asyncio.to_thread(self._generate, item) for item in items))
+            yield results[0] if single else list(results)
+            return
+        for item in items:
+            async for out in self._stream(item):
+                if not single:
+                    out["index"] = item.index
+                yield out
+
+    def _generate(self, item: Any) -> Dict[str, Any]:
+        out = self.engine.generate(**_engine_kwargs(item))
+        out["meta_info"]["id"] = item.rid
+        return out
+
+    async def _stream(self, item: Any) -> AsyncIterator[Dict[str, Any]]:
+        chunks = self.engine.generate(stream=True, **_engine_kwargs(item))
+        text = ""
+        while True:
+            chunk = await asyncio.to_thread(next, chunks, None)
+            if chunk is None:
+                return
+            text += chunk["text"]  # the engine streams new text; the manager reports all of it
+            chunk["meta_info"]["id"] = item.rid
+            yield {**chunk, "text": text}
+
+    async def flush_cache(self) -> bool:
+        self.engine.flush_cache()
+        return True
+
+    async def get_internal_state(self) -> Dict[str, Any]:
+        return {"max_in_flight": self.engine.max_in_flight}
+
+    def abort_request(self, rid: str) -> None:
+        self.aborted.append(rid)
+
+
+def _check_sampling_params(params: Dict[str, Any]) -> None:
+    """The runtime's own checks (a ValueError is a 400); `n` is the one thing the fake lacks."""
+    from sgl.runtime.sampling.params import SamplingParams
+
+    checked = SamplingParams.from_dict(params)
+    checked.normalize()
+    checked.verify(FAKE_VOCAB_SIZE)
+    if checked.n != 1:
+        raise ValueError(f"n: the fake engine samples one completion per prompt, got n={checked.n}")
+
+
+def _engine_kwargs(item: Any) -> Dict[str, Any]:
+    return {"prompt": item.text, "input_ids": item.input_ids, "sampling_params": item.sampling_params,
+            "return_logprob": item.return_logprob, "logprob_start_len": item.logprob_start_len,
+            "top_logprobs_num": item.top_logprobs_num, "return_text_in_logprobs": item.return_text_in_logprobs}
+
+
+class FakeCore:
+    """The attributes of RuntimeCore that the app reads."""
+
+    def __init__(self, engine: FakeEngine) -> None:
+        self.tokenizer = engine.tokenizer
+        self.model_config = SimpleNamespace(context_len=FAKE_CONTEXT_LEN, vocab_size=FAKE_VOCAB_SIZE)
+        self.tokenizer_manager = FakeTokenizerManager(engine)
+
+
+def build_app(engine: FakeEngine, api_key: Optional[str] = None) -> Any:
+    """The server's FastAPI app, built as `launch_server` builds it, over `engine`."""
+    from sgl.runtime.server.http_server import create_app, make_state
+    from sgl.runtime.server_args import ServerArgs
+
+    args = ServerArgs(model_path=engine.model_path, tokenizer_path=engine.model_path, api_key=api_key)
+    core = FakeCore(engine)
+    return create_app(make_state(args, core, core.tokenizer))
+
+
+class _RecordPosts:
+    """ASGI middleware: keeps (path, JSON body) of every POST, then passes the request on."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.requests: List[Tuple[str, Any]] = []
+
+    async def __call__(self, scope: Dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        self.requests.append((scope["path"], _json_or_text(body)))
+        replayed = False
+
+        async def replay() -> Dict[str, Any]:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # what follows the body (e.g. a disconnect)
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+def _json_or_text(body: bytes) -> Any:
+    try:
+        return json.loads(body or b"{}")
+    except ValueError:
+        return body.decode("utf-8", "replace")
 
 
 class FakeServer:
-    """The server state shared by the request handlers."""
+    """The app over `engine`, serving on a free port on a thread of this process until
+    `shutdown()` (or the end of a `with` block): `url`, `engine`, `requests` [(path, body) of
+    every POST]."""
 
-    def __init__(self, engine: FakeEngine, api_key: Optional[str] = None,
-                 template_in_model_info: bool = True) -> None:
+    def __init__(self, engine: FakeEngine, api_key: Optional[str] = None, host: str = "127.0.0.1") -> None:
+        import uvicorn
+
         self.engine = engine
-        self.api_key = api_key
-        self.template_in_model_info = template_in_model_info
-        self.requests: list = []  # (path, body) of every POST, for assertions
-        info = engine.get_model_info()
-        self.chat_template = chat_template_from_model_info(info, get_chat_template_by_model_path(info["model_path"]))
+        self._recorder = _RecordPosts(build_app(engine, api_key))
+        sock = socket.socket()
+        sock.bind((host, 0))
+        self.url = f"http://{host}:{sock.getsockname()[1]}"
+        config = uvicorn.Config(self._recorder, log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self._thread.start()
+        self._wait_started(sock)
 
-    def model_info(self) -> Dict[str, Any]:
-        info = self.engine.get_model_info()
-        if not self.template_in_model_info:
-            info.pop("chat_template", None)  # an older server: the template is in /get_server_info
-        return info
+    @property
+    def requests(self) -> List[Tuple[str, Any]]:
+        return self._recorder.requests
 
-    def server_info(self) -> Dict[str, Any]:
-        return {**self.engine.get_server_info(), "chat_template": self.engine.chat_template}
+    def _wait_started(self, sock: socket.socket, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                sock.close()
+                raise RuntimeError("the fake server did not start")
+            time.sleep(0.01)
 
-    def render_chat(self, messages: list) -> str:
-        template = self.chat_template
-        if hasattr(template, "render"):
-            return template.render(messages, add_generation_prompt=True)
-        prompt = template.get_prompt(messages)
-        return prompt + template.get_prefix_and_suffix("assistant", messages)[0]
+    def shutdown(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
 
+    def __enter__(self) -> "FakeServer":
+        return self
 
-class Handler(BaseHTTPRequestHandler):
-    server_version = "FakeSgl/0.1"
-    state: FakeServer  # set by serve()
-
-    def log_message(self, *args: Any) -> None:  # keep test output quiet
-        pass
-
-    # ---- plumbing ----------------------------------------------------------------------------
-    def _authorized(self) -> bool:
-        key = self.state.api_key
-        if key is None or self.path.startswith("/health"):
-            return True
-        return self.headers.get("Authorization") == f"Bearer {key}"
-
-    def _send_json(self, status: int, body: Any) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _body(self) -> Dict[str, Any]:
-        length = int(self.headers.get("Content-Length") or 0)
-        return json.loads(self.rfile.read(length) or b"{}")
-
-    def _start_sse(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self.close_connection = True
-
-    def _event(self, body: Any) -> None:
-        payload = body if isinstance(body, str) else json.dumps(body)
-        self.wfile.write(f"data: {payload}\n\n".encode())
-        self.wfile.flush()
-
-    # ---- routes ------------------------------------------------------------------------------
-    def do_GET(self) -> None:
-        if not self._authorized():
-            return self._send_json(401, {"error": "Unauthorized"})
-        routes = {
-            "/health": lambda: {},
-            "/health_generate": lambda: self.state.engine.generate(prompt="hi", sampling_params={"max_new_tokens": 1}),
-            "/get_model_info": self.state.model_info,
-            "/get_server_info": self.state.server_info,
-        }
-        route = routes.get(self.path)
-        if route is None:
-            return self._send_json(404, {"error": {"message": f"no route {self.path}"}})
-        self._send_json(200, route())
-
-    def do_POST(self) -> None:
-        if not self._authorized():
-            return self._send_json(401, {"error": "Unauthorized"})
-        body = self._body()
-        self.state.requests.append((self.path, body))
-        routes = {"/generate": self._generate, "/flush_cache": self._flush,
-                  "/v1/chat/completions": self._chat, "/v1/completions": self._completions}
-        route = routes.get(self.path)
-        if route is None:
-            return self._send_json(404, {"error": {"message": f"no route {self.path}"}})
-        try:
-            route(body)
-        except ValueError as e:
-            self._send_json(400, {"error": {"message": str(e), "type": "BadRequestError", "param": None}})
-
-    def _flush(self, body: Dict[str, Any]) -> None:
-        self.state.engine.flush_cache()
-        self._send_json(200, "Cache flushed.")
-
-    def _generate(self, body: Dict[str, Any]) -> None:
-        kwargs = {k: body[k] for k in _GENERATE_FIELDS if k in body}
-        if "text" in kwargs:
-            kwargs["prompt"] = kwargs.pop("text")
-        if not body.get("stream"):
-            return self._send_json(200, self.state.engine.generate(**kwargs))
-        chunks = self.state.engine.generate(stream=True, **kwargs)
-        first = next(chunks)  # raises ValueError before the headers on a bad request
-        self._start_sse()
-        text = ""
-        for chunk in [first, *chunks]:  # the engine yields new text; SSE events carry all of it
-            text += chunk["text"]
-            self._event({**chunk, "text": text})
-        self._event("[DONE]")
-
-    def _sampling(self, body: Dict[str, Any], default_max: Optional[int]) -> Dict[str, Any]:
-        max_tokens = body.get("max_tokens", body.get("max_completion_tokens", default_max))
-        params = {"max_new_tokens": 128 if max_tokens is None else max_tokens, "stop": body.get("stop"),
-                  "temperature": body.get("temperature", 1.0), "min_new_tokens": body.get("min_tokens", 0)}
-        fmt = body.get("response_format") or {}
-        if fmt.get("type") == "json_schema":
-            params["json_schema"] = json.dumps(fmt["json_schema"]["schema"])
-        return params
-
-    def _chat(self, body: Dict[str, Any]) -> None:
-        prompt = self.state.render_chat(body["messages"])
-        self._openai_reply(body, prompt, self._sampling(body, None), chat=True)
-
-    def _completions(self, body: Dict[str, Any]) -> None:
-        prompt = body["prompt"]
-        if not isinstance(prompt, str):
-            raise ValueError("the fake server accepts text prompts only")
-        self._openai_reply(body, prompt, self._sampling(body, 16), chat=False)
-
-    def _openai_reply(self, body: Dict[str, Any], prompt: str, params: Dict[str, Any], chat: bool) -> None:
-        engine = self.state.engine
-        if not body.get("stream"):
-            result = engine.generate(prompt=prompt, sampling_params=params)
-            return self._send_json(200, _openai_body(result, chat, body.get("model", "")))
-        self._start_sse()
-        for chunk in engine.generate(prompt=prompt, sampling_params=params, stream=True):
-            finish = _finish(chunk["meta_info"]["finish_reason"])
-            self._event(_openai_chunk(chunk["text"], finish, chat, body.get("model", "")))
-        usage = _usage(chunk["meta_info"])
-        self._event({"id": "x", "object": "chat.completion.chunk" if chat else "text_completion",
-                     "created": int(time.time()), "model": body.get("model", ""), "choices": [], "usage": usage})
-        self._event("[DONE]")
-
-
-def _finish(reason: Optional[Dict[str, Any]]) -> Optional[str]:
-    if reason is None:
-        return None
-    return "length" if reason["type"] == "length" else "stop"
-
-
-def _usage(meta: Dict[str, Any]) -> Dict[str, int]:
-    return {"prompt_tokens": meta["prompt_tokens"], "completion_tokens": meta["completion_tokens"],
-            "total_tokens": meta["prompt_tokens"] + meta["completion_tokens"]}
-
-
-def _openai_body(result: Dict[str, Any], chat: bool, model: str) -> Dict[str, Any]:
-    meta = result["meta_info"]
-    finish = _finish(meta["finish_reason"])
-    if chat:
-        choice = {"index": 0, "message": {"role": "assistant", "content": result["text"]}, "finish_reason": finish}
-    else:
-        choice = {"index": 0, "text": result["text"], "logprobs": None, "finish_reason": finish}
-    return {"id": meta["id"], "object": "chat.completion" if chat else "text_completion",
-            "created": int(time.time()), "model": model, "choices": [choice], "usage": _usage(meta)}
-
-
-def _openai_chunk(delta: str, finish: Optional[str], chat: bool, model: str) -> Dict[str, Any]:
-    if chat:
-        choice = {"index": 0, "delta": {"content": delta}, "finish_reason": finish}
-    else:
-        choice = {"index": 0, "text": delta, "logprobs": None, "finish_reason": finish}
-    return {"id": uuid.uuid4().hex, "object": "chat.completion.chunk" if chat else "text_completion",
-            "created": int(time.time()), "model": model, "choices": [choice]}
-
-
-def serve(engine: FakeEngine, host: str = "127.0.0.1", port: int = 0, **options: Any) -> Tuple[ThreadingHTTPServer, FakeServer]:
-    """Start the server on a daemon thread; returns (http server, state). Port 0 picks a free one."""
-    state = FakeServer(engine, **options)
-    handler = type("BoundHandler", (Handler,), {"state": state})
-    httpd = ThreadingHTTPServer((host, port), handler)
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    return httpd, state
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown()
 
 
 def main(argv: Optional[list] = None) -> None:
+    import uvicorn
+
     parser = argparse.ArgumentParser()
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=30000)
@@ -226,9 +214,9 @@ def main(argv: Optional[list] = None) -> None:
         print("fake server: simulated startup failure (weights not found)", flush=True)
         sys.exit(3)
     time.sleep(args.startup_delay)
-    httpd, _ = serve(FakeEngine(), args.host, args.port, api_key=args.api_key)
+    app = build_app(FakeEngine(), api_key=args.api_key)
     print(f"fake server listening on {args.host}:{args.port}", flush=True)
-    threading.Event().wait()
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=1)
 
 
 if __name__ == "__main__":

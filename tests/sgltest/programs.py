@@ -1,10 +1,13 @@
 """The conformance suite: SGLang-style programs with structural checks.
 
-Each function takes no backend: it runs on the default backend (`sgl.set_default_backend`),
-so the same suite runs on the fake engine, over HTTP, and on the real server with the default
-model (see conftest.py). Programs are written the way SGLang users write them; checks are
-about types, counts, roles, order and regex matches, never about what the model knows.
-Generations are kept short so the suite stays fast on a CPU.
+Each function takes no backend: it runs on the default backend (`sgl.set_default_backend`).
+tests/lang/test_lang_conformance.py runs every program on the default model (SmolLM2-135M) through
+an in-process `sgl.Engine` and through a launched server (tests/lang/conftest.py). Programs are
+written the way SGLang users write them; checks are about types, counts, roles, order and regex
+matches, never about what the model knows, so they hold for any sampled text. Where a program's
+shape itself depends on the sample (a free-text field that a small model may not close before
+max_tokens), it decodes greedily (temperature 0). Generations are kept short so the suite stays
+fast on a CPU.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import re
 
 import sgl
 
-SHORT = 24  # max_new_tokens for free-text gens
+SHORT = 16  # max_new_tokens for free-text gens
 
 
 def few_shot_qa() -> None:
@@ -65,7 +68,8 @@ def mt_bench() -> None:
     assert messages[2]["content"] in (state["answer_1"], state["answer_1"].lstrip())
     assert messages[4]["content"] in (state["answer_2"], state["answer_2"].lstrip())
     text = state.text()
-    assert text.index(q1) < text.index(state["answer_1"]) < text.index(q2)
+    between = text[text.index(q1) + len(q1):text.index(q2)]  # an answer may be empty: no index("")
+    assert state["answer_1"] in between
 
 
 def select() -> None:
@@ -97,6 +101,7 @@ def select_methods() -> None:
         state = pick.run(method=method)
         assert state["animal"] in [" dog", " cat", " hippopotamus"]
         meta = state.get_meta_info("animal")
+        assert all(len(lps) >= 1 for lps in meta["input_token_logprobs"])  # one list per choice
         if method is sgl.greedy_token_selection:
             assert len(meta["greedy_logprob_matrix"]) == 3
         if method is sgl.unconditional_likelihood_normalized:
@@ -148,7 +153,8 @@ def decode_json() -> None:
             s += '  "timezone": ' + sgl.gen(dtype=str, max_tokens=32) + "\n"
             s += "}"
 
-    state = decode_json.run(max_new_tokens=16)
+    # Greedy: sampled at temperature 1.0, a 135M model may run a string past max_tokens unclosed.
+    state = decode_json.run(temperature=0, max_new_tokens=16)
     obj = json.loads(state["json_output"])
     assert isinstance(obj["name"], str) and isinstance(obj["country"], str)
     assert isinstance(obj["population"], int) and isinstance(obj["area"], int)
@@ -239,16 +245,16 @@ def parallel_decoding() -> None:
         s += "USER: Give some tips for " + topic + ".\n"
         s += "ASSISTANT: Okay. Here are " + str(fork_size) + " concise tips, each under 8 words:\n"
         for i in range(1, 1 + fork_size):
-            s += f"{i}." + sgl.gen(max_tokens=12, stop=[".", "\n"]) + ".\n"
+            s += f"{i}." + sgl.gen(max_tokens=8, stop=[".", "\n"]) + ".\n"
         forks = s.fork(fork_size)
         for i in range(fork_size):
             forks[i] += f"Now, I expand tip {i+1} into a detailed paragraph:\nTip {i+1}:"
-            forks[i] += sgl.gen("detailed_tip", 16, stop=["\n\n"])  # max_tokens is gen's 2nd positional
+            forks[i] += sgl.gen("detailed_tip", 12, stop=["\n\n"])  # max_tokens is gen's 2nd positional
         forks.join()
         s += "Here are these tips with detailed explanation:\n"
         for i in range(fork_size):
             s += f"Tip {i+1}:" + forks[i]["detailed_tip"] + "\n"
-        s += "\nIn summary," + sgl.gen("summary", max_tokens=16)
+        s += "\nIn summary," + sgl.gen("summary", max_tokens=8)
 
     state = parallel_decoding.run(topic="writing a good blog post", temperature=0.3)
     tips = state["detailed_tip"]
@@ -358,7 +364,7 @@ def run_batch_order() -> None:
             s += word
         s += " is item " + str(index) + ":" + sgl.gen("note", max_tokens=4)
 
-    words = [f"w{i}" for i in range(12)]
+    words = [f"w{i}" for i in range(8)]
     states = echo.run_batch([{"index": i, "word": w} for i, w in enumerate(words)], num_threads=4, progress_bar=True)
     assert [st["echo"] for st in states] == words
     lazy = echo.run_batch([(i, w) for i, w in enumerate(words)], generator_style=True)
@@ -382,8 +388,8 @@ def var_scope_and_copy() -> None:
 
 
 def prefix_reuse() -> None:
-    # A few-shot prefix of ~500 tokens shared by 16 programs: run_batch caches it first.
-    shots = "".join(f"Example {i}: the number {i} is written as {i}.\n" for i in range(45))
+    # A few-shot prefix of ~200 tokens shared by 16 programs: run_batch caches it first.
+    shots = "".join(f"Example {i}: the number {i} is written as {i}.\n" for i in range(12))
 
     @sgl.function
     def few_shot(s, n):
@@ -391,6 +397,7 @@ def prefix_reuse() -> None:
         s += "Example " + str(n) + ": the number " + str(n) + " is written as" + sgl.gen("x", max_tokens=2)
 
     states = few_shot.run_batch([{"n": 100 + i} for i in range(16)], temperature=0)
+    assert [st.error() for st in states] == [None] * 16
     cached = [st.get_meta_info("x")["cached_tokens"] for st in states]
     assert sum(1 for c in cached if c > 0) >= 15, cached
 

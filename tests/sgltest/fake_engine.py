@@ -1,12 +1,15 @@
 """A deterministic in-process engine with SGLang's `Engine.generate` contract, for tests.
 
 `FakeEngine` returns `/generate`-shaped result dicts: text, finish_reason, token counts,
-cached_tokens from a real prefix trie, input/output logprobs (SGLang v0.4 layout), streaming
-chunks with cumulative text, stop strings and stop token ids, min/max token limits, regex and
-JSON-schema outputs. Streams yield the new text of each step (as SGLang's Engine does). Answers come from `responder(prompt, sampling_params) -> str | None`
-when given, else from a deterministic word generator seeded by the prompt.
+cached_tokens from a real prefix trie, input/output logprobs (SGLang v0.4 layout), stop strings
+and stop token ids, min/max token limits, regex and JSON-schema outputs. Streams yield the new
+text of each step (as SGLang's Engine does). Answers come from
+`responder(prompt, sampling_params) -> str | None` when given, else from a deterministic word
+generator seeded by the prompt.
 
-`FakeBackend()` is an `EngineBackend` over a new `FakeEngine`.
+It lets frontend tests control the model's answers and inspect what reached the engine; the
+conformance suite runs on the real engine (tests/lang/conftest.py). `sgltest.fake_server` serves
+it through the real HTTP app.
 """
 
 from __future__ import annotations
@@ -19,8 +22,7 @@ import uuid
 import zlib
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from sgl.backend.engine import EngineBackend
-from sgl.backend.fake_grammar import sample_json, sample_regex
+from sgltest.fake_grammar import sample_json, sample_regex
 
 EOS_ID = 0
 _TOKEN_RE = re.compile(r"<\|[^|>]*\|>|\s*[A-Za-z0-9_]+|\s*[^\sA-Za-z0-9_]|\s+")
@@ -30,18 +32,37 @@ Responder = Callable[[str, Dict[str, Any]], Optional[str]]
 
 
 class FakeTokenizer:
-    """Words (with their leading whitespace), punctuation and <|special|> tokens."""
+    """Words (with their leading whitespace), punctuation and <|special|> tokens.
 
-    def __init__(self) -> None:
+    It also has what the HTTP server asks of a Hugging Face tokenizer (`chat_template`,
+    `apply_chat_template`, `batch_decode`), so the real app can serve a FakeEngine.
+    """
+
+    def __init__(self, chat_template: Optional[str] = None) -> None:
+        self.chat_template = chat_template
         self._ids: Dict[str, int] = {}
         self._texts: Dict[int, str] = {EOS_ID: ""}
         self._lock = threading.Lock()
 
-    def encode(self, text: str) -> List[int]:
-        return [self._id(piece) for piece in _TOKEN_RE.findall(text)]
+    def encode(self, text: str, add_special_tokens: bool = True) -> List[int]:
+        return [self._id(piece) for piece in _TOKEN_RE.findall(text)]  # there is no BOS to add
 
     def decode(self, ids: List[int]) -> str:
         return "".join(self._texts.get(i, "") for i in ids)
+
+    def batch_decode(self, batch: List[List[int]]) -> List[str]:
+        return [self.decode(ids) for ids in batch]
+
+    def apply_chat_template(self, messages: List[Dict[str, Any]], chat_template: Optional[str] = None,
+                            tokenize: bool = False, add_generation_prompt: bool = False, **extra: Any) -> Any:
+        from sgl.jinja_template import _compile  # the frontend's renderer: transformers' options
+
+        source = chat_template or self.chat_template
+        if not source:
+            raise ValueError("the fake tokenizer has no chat template")
+        text = _compile(source).render(messages=messages, add_generation_prompt=add_generation_prompt,
+                                       bos_token="", eos_token="", **extra)
+        return self.encode(text) if tokenize else text
 
     def token_text(self, token_id: int) -> str:
         return self._texts.get(token_id, "")
@@ -101,7 +122,7 @@ class FakeEngine:
         self.model_path = model_path
         self.delay = delay
         self.supports_images = supports_images
-        self.tokenizer = FakeTokenizer()
+        self.tokenizer = FakeTokenizer(chat_template)
         self.cache = PrefixTrie()
         self.requests: List[Dict[str, Any]] = []
         self.max_in_flight = 0
@@ -329,7 +350,3 @@ class _Request:
 def lp_prev(ids: List[int], i: int) -> float:
     return fake_logprob(ids[i - 1] if i > 0 else -1, ids[i])
 
-
-def FakeBackend(**kwargs: Any) -> EngineBackend:  # noqa: N802  (reads like a class at call sites)
-    """An `EngineBackend` over a new `FakeEngine(**kwargs)`; the engine is `.engine`."""
-    return EngineBackend(FakeEngine(**kwargs))
