@@ -6,6 +6,7 @@ Argument names, order and defaults are SGLang's, so `import sgl` can replace
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Dict, List, Optional, Union
 
 from sgl.choices import ChoicesSamplingMethod, token_length_normalized
@@ -22,10 +23,7 @@ from sgl.ir import (
     SglVideo,
     as_expr,
 )
-from sgl.sampling import SglSamplingParams, dtype_name, validate
-
-# gen's argument names for the SglSamplingParams fields they set (used in error messages).
-_GEN_ALIASES = {"max_new_tokens": "max_tokens", "min_new_tokens": "min_tokens"}
+from sgl.sampling import GEN_ALIASES, from_gen_args, validate
 
 
 def function(func: Optional[Callable] = None, num_api_spec_tokens: Optional[int] = None) -> Any:
@@ -100,21 +98,17 @@ def gen(
     regex: Optional[str] = None,
     json_schema: Optional[Union[str, Dict[str, Any]]] = None,
 ) -> SglExpr:
-    """Generate text into variable `name`. Unset (None) arguments inherit the run() defaults."""
+    """Generate text into variable `name`. Unset (None) arguments inherit the run() defaults.
+
+    The sampling arguments are the table's (sgl.runtime.sampling.params, under their gen names);
+    tests/sampling/test_param_table.py checks this signature against it.
+    """
     _check_name(name)
     if choices is not None:
         return select(name, choices, temperature=temperature or 0.0,
                       choices_method=choices_method or token_length_normalized)
-    params = SglSamplingParams(
-        max_new_tokens=max_tokens, min_new_tokens=min_tokens, stop=stop, stop_token_ids=stop_token_ids,
-        temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
-        frequency_penalty=frequency_penalty, presence_penalty=presence_penalty, ignore_eos=ignore_eos,
-        return_logprob=return_logprob, logprob_start_len=logprob_start_len,
-        top_logprobs_num=top_logprobs_num, return_text_in_logprobs=return_text_in_logprobs,
-        dtype=dtype, regex=regex, json_schema=_schema_text(json_schema),
-    )
-    validate(params, _GEN_ALIASES)
-    dtype_name(dtype)
+    params = from_gen_args({**locals(), "json_schema": _schema_text(json_schema)})
+    validate(params, GEN_ALIASES)
     return SglGen(name, params)
 
 
@@ -133,50 +127,28 @@ def _schema_text(schema: Any) -> Optional[str]:
     raise ValueError(f"json_schema must be a JSON string or a dict, got {type(schema).__name__}")
 
 
-def gen_int(
-    name: Optional[str] = None,
-    max_tokens: Optional[int] = None,
-    stop: Optional[Union[str, List[str]]] = None,
-    stop_token_ids: Optional[List[int]] = None,
-    temperature: Optional[float] = None,
-    top_p: Optional[float] = None,
-    top_k: Optional[int] = None,
-    min_p: Optional[float] = None,
-    frequency_penalty: Optional[float] = None,
-    presence_penalty: Optional[float] = None,
-    ignore_eos: Optional[bool] = None,
-    return_logprob: Optional[bool] = None,
-    logprob_start_len: Optional[int] = None,
-    top_logprobs_num: Optional[int] = None,
-    return_text_in_logprobs: Optional[bool] = None,
-) -> SglExpr:
-    """`gen(..., dtype=int)`: an integer (the server constrains the output with a regex)."""
-    return gen(name, max_tokens, None, stop, stop_token_ids, temperature, top_p, top_k, min_p,
-               frequency_penalty, presence_penalty, ignore_eos, return_logprob, logprob_start_len,
-               top_logprobs_num, return_text_in_logprobs, dtype=int)
+# gen_int and gen_string take gen's arguments in gen's order (SGLang's), less these.
+_TYPED_GEN_DROPS = ("min_tokens", "dtype", "choices", "choices_method", "regex", "json_schema")
 
 
-def gen_string(
-    name: Optional[str] = None,
-    max_tokens: Optional[int] = None,
-    stop: Optional[Union[str, List[str]]] = None,
-    stop_token_ids: Optional[List[int]] = None,
-    temperature: Optional[float] = None,
-    top_p: Optional[float] = None,
-    top_k: Optional[int] = None,
-    min_p: Optional[float] = None,
-    frequency_penalty: Optional[float] = None,
-    presence_penalty: Optional[float] = None,
-    ignore_eos: Optional[bool] = None,
-    return_logprob: Optional[bool] = None,
-    logprob_start_len: Optional[int] = None,
-    top_logprobs_num: Optional[int] = None,
-    return_text_in_logprobs: Optional[bool] = None,
-) -> SglExpr:
-    """`gen(..., dtype=str)`: a double-quoted string (the quotes are part of the value)."""
-    return gen(name, max_tokens, None, stop, stop_token_ids, temperature, top_p, top_k, min_p,
-               frequency_penalty, presence_penalty, ignore_eos, return_logprob, logprob_start_len,
-               top_logprobs_num, return_text_in_logprobs, dtype=str)
+def _typed_gen(dtype: type, name: str, doc: str) -> Callable[..., SglExpr]:
+    """`gen(..., dtype=dtype)` under gen's own signature (less _TYPED_GEN_DROPS)."""
+    full = inspect.signature(gen)
+    signature = full.replace(parameters=[p for p in full.parameters.values() if p.name not in _TYPED_GEN_DROPS])
+
+    def typed_gen(*args: Any, **kwargs: Any) -> SglExpr:
+        return gen(**signature.bind(*args, **kwargs).arguments, dtype=dtype)
+
+    typed_gen.__signature__ = signature  # type: ignore[attr-defined]
+    typed_gen.__name__ = typed_gen.__qualname__ = name
+    typed_gen.__doc__ = doc
+    return typed_gen
+
+
+gen_int = _typed_gen(int, "gen_int",
+                     "`gen(..., dtype=int)`: an integer (the server constrains the output with a regex).")
+gen_string = _typed_gen(str, "gen_string",
+                        "`gen(..., dtype=str)`: a double-quoted string (the quotes are part of the value).")
 
 
 def select(

@@ -6,7 +6,7 @@ import inspect
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
 
 from sgl.interpreter import ProgramState
-from sgl.sampling import SglSamplingParams, stop_list, validate
+from sgl.sampling import RUN_FIELDS, SglSamplingParams, stop_list, validate
 
 
 class SglFunction:
@@ -137,12 +137,9 @@ class SglFunction:
         return f"SglFunction({self.__name__})"
 
 
-# run()/run_batch() keyword arguments that become the defaults of every gen.
-RUN_SAMPLING_ARGS = (
-    "max_new_tokens", "stop", "stop_token_ids", "temperature", "top_p", "top_k", "min_p",
-    "frequency_penalty", "presence_penalty", "ignore_eos", "return_logprob", "logprob_start_len",
-    "top_logprobs_num", "return_text_in_logprobs",
-)
+# run()/run_batch() keyword arguments that become the defaults of every gen (from the one table;
+# tests/sampling/test_param_table.py checks the two signatures against it).
+RUN_SAMPLING_ARGS = RUN_FIELDS
 
 
 def _pick(values: Dict[str, Any], names: Sequence[str]) -> Dict[str, Any]:

@@ -28,7 +28,7 @@ from sgl.runtime.messages import (
     StrOutput,
     TokenizedGenerateReqInput,
 )
-from sgl.runtime.sampling.params import SamplingParams
+from sgl.runtime.sampling.params import SamplingParams, choice_seed
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +52,12 @@ class TokenizerManager:
         self.server_args = server_args
         self.model_config = model_config
         self.tokenizer = tokenizer
-        self.context_len = model_config.context_len
-        self.max_req_input_len = scheduler_info.get("max_req_input_len", self.context_len - 6)
+        # The scheduler's limits, reported when it is ready; both follow from min(context length,
+        # KV pool). A prompt must be shorter than max_req_input_len, and the scheduler caps
+        # max_new_tokens at max_req_len - 1 - prompt: an explicit max_new_tokens beyond that cap is
+        # an error here rather than a silent cut, while None ("up to the limit") is resolved there.
+        self.max_prompt_len = scheduler_info["max_req_input_len"] - 1
+        self.max_prompt_plus_new_tokens = scheduler_info["max_req_len"] - 1
         self.scheduler_info = scheduler_info
         self.procs = list(procs)
         self.ctx = zmq.asyncio.Context(2)
@@ -114,26 +118,30 @@ class TokenizerManager:
             if self.tokenizer is None:
                 raise ValueError("text input needs a tokenizer; this server runs with --skip-tokenizer-init")
             ids = self.tokenizer.encode(item.text)
-        self._validate_length(ids, params)
+        self._validate_length(ids, params, "input_ids" if item.input_ids is not None else "text")
         return item, params, ids
 
-    def _validate_length(self, ids: List[int], params: SamplingParams) -> None:
+    def _validate_length(self, ids: List[int], params: SamplingParams, param: str) -> None:
+        """Each error quotes the one limit it broke, by name; `param` is the prompt field."""
         n = len(ids)
         if n == 0:
-            raise ValueError("The input is empty: text / input_ids must contain at least one token")
-        if n >= self.context_len or n >= self.max_req_input_len:
-            limit = min(self.context_len, self.max_req_input_len)
-            raise ValueError(f"The input ({n} tokens) is longer than the model's context length ({limit} tokens).")
-        if params.max_new_tokens is not None and params.max_new_tokens + n >= self.context_len:
+            raise ValueError(f"{param}: the input is empty; text / input_ids must contain at least one token")
+        if n > self.max_prompt_len:
             raise ValueError(
-                f"Requested token count exceeds the model's maximum context length of {self.context_len} tokens. "
-                f"You requested a total of {params.max_new_tokens + n} tokens: {n} tokens from the input messages "
-                f"and {params.max_new_tokens} tokens for the completion. Please reduce the number of tokens in the "
-                "input messages or the completion to fit within the limit."
+                f"{param}: the prompt has {n} tokens, more than the prompt limit of this server "
+                f"({self.max_prompt_len} tokens). Shorten the prompt."
+            )
+        if params.max_new_tokens is not None and n + params.max_new_tokens > self.max_prompt_plus_new_tokens:
+            raise ValueError(
+                f"max_new_tokens: the prompt ({n} tokens) plus max_new_tokens ({params.max_new_tokens}) is "
+                f"{n + params.max_new_tokens} tokens, more than the limit on prompt + max_new_tokens of this "
+                f"server ({self.max_prompt_plus_new_tokens} tokens). Reduce the prompt or max_new_tokens, or set "
+                "max_new_tokens to null to generate up to the limit."
             )
 
     async def _expand_parallel_samples(self, prepared, n: int):
-        """Cache each distinct prompt first (max_new_tokens=0), then send n copies of it."""
+        """Cache each distinct prompt first (max_new_tokens=0), then send n copies of it. Under a
+        `seed`, copy j samples with `choice_seed(seed, j)`: reproducible, and the n choices differ."""
         warm = []
         for item, params, ids in prepared:
             p0 = copy.copy(params)
@@ -142,11 +150,11 @@ class TokenizerManager:
         await self._wait_all(warm, single=False, is_disconnected=None)
         out = []
         for item, params, ids in prepared:
-            for _ in range(n):
+            for j in range(n):
                 it = copy.copy(item)
                 it.rid = _new_rid()
                 it.index = len(out)
-                out.append((it, params, ids))
+                out.append((it, _choice_params(params, j), ids))
         return out
 
     def _send(self, item: SingleReq, params: SamplingParams, ids: List[int]) -> ReqState:
@@ -328,3 +336,11 @@ def _raise_client_error(result: dict) -> None:
     reason = result["meta_info"].get("finish_reason") or {}
     if reason.get("type") == "abort" and reason.get("status_code") == 400:
         raise ValueError(reason.get("message", "invalid request"))
+
+
+def _choice_params(params: SamplingParams, index: int) -> SamplingParams:
+    if params.seed is None or index == 0:
+        return params
+    seeded = copy.copy(params)
+    seeded.seed = choice_seed(params.seed, index)
+    return seeded

@@ -1,22 +1,18 @@
 """Regexes for the language's ``dtype=`` and ``choices=`` constraints.
 
-The dtype regexes are SGLang's (``sglang/lang/ir.py``), kept identical so programs generate the
-same shapes of text; ``choices`` becomes an alternation of the escaped choices.
+The dtype regexes are the frontend's (``sgl.sampling``, SGLang's ``sglang/lang/ir.py``), one
+definition for both sides so programs and servers agree; ``choices`` becomes an alternation of the
+escaped choices.
 """
 
 import json
 from typing import List, Sequence, Union
 
+from sgl.sampling import REGEX_BOOL, REGEX_FLOAT, REGEX_INT, REGEX_STR
+
 from .string_regex import escape_literal
 
 __all__ = ["REGEX_INT", "REGEX_FLOAT", "REGEX_BOOL", "REGEX_STR", "dtype_regex", "choices_regex", "parse_choices"]
-
-# JSON-compatible on purpose (SGLang allows "+5", "007" and raw newlines in strings, which
-# break the JSON programs people build from these gens).
-REGEX_INT = r"-?(?:0|[1-9][0-9]*)[ \n]*"
-REGEX_FLOAT = r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?[ \n]*"
-REGEX_BOOL = r"(True|False)"
-REGEX_STR = r"\"[\w\d ]*\""
 
 _DTYPES = {int: REGEX_INT, float: REGEX_FLOAT, bool: REGEX_BOOL, str: REGEX_STR,
            "int": REGEX_INT, "float": REGEX_FLOAT, "bool": REGEX_BOOL, "str": REGEX_STR}

@@ -1,4 +1,13 @@
-"""SamplingParams: the one definition of every per-request sampling parameter.
+"""SamplingParams: the one table of per-request sampling parameters.
+
+Each field of the `SamplingParams` dataclass is one row of the table: its name (SGLang's key in
+`/generate`'s `sampling_params`), type, default, allowed range and where else it appears: under
+which name on the OpenAI routes and in `sgl.gen`, and whether `run()` takes it as a default.
+`PARAMS` is that table; the other surfaces are derived from it (the `/generate` and OpenAI request
+models, the OpenAI-to-runtime mapping, the frontend's `SglSamplingParams` and its validation) or,
+where Python needs a written signature (`sgl.gen`, `run()`), checked against it by
+tests/sampling/test_param_table.py. This module imports only the standard library, so the
+frontend (`import sgl`) may use it without pulling in torch.
 
 Names, defaults, ranges and error messages follow SGLang's `srt/sampling/sampling_params.py`
 (reference §2.5). Lifecycle, as in SGLang's TokenizerManager:
@@ -16,55 +25,83 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
+import typing
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Callable, Dict, Iterable, Optional, Union
 
 # Below this temperature a request is greedy (SGLang's _SAMPLING_EPS).
 SAMPLING_EPS = 1e-6
 # top_k = -1 means "whole vocabulary"; any number above every vocab size works.
 TOP_K_ALL = 1 << 30
 
-_INT_FIELDS = ("min_new_tokens", "top_k", "n")
-_FLOAT_FIELDS = (
-    "temperature",
-    "top_p",
-    "min_p",
-    "frequency_penalty",
-    "presence_penalty",
-    "repetition_penalty",
-)
-_BOOL_FIELDS = ("ignore_eos", "skip_special_tokens", "spaces_between_special_tokens", "no_stop_trim")
-_GRAMMAR_FIELDS = ("json_schema", "regex", "ebnf")
+# Where a parameter appears on the OpenAI routes.
+OPENAI = "openai"  # one of OpenAI's own request fields
+EXTRA = "extra"  # an SGLang extension (the official client sends it in `extra_body`)
+# Where it appears in the frontend language.
+GEN = "gen"  # an argument of `sgl.gen` (under its alias)
+RUN = "run"  # also a keyword of `run()` / `run_batch()` (under its runtime name), the default of every gen
+
+_GOLDEN_GAMMA = 0x9E3779B97F4A7C15
+_MASK63 = (1 << 63) - 1
+
+
+@dataclass(frozen=True)
+class Range:
+    ok: Callable[[Any], bool]
+    rule: str  # the words after "<name> must be" in the error message (SGLang's)
+
+
+def _between(lo: float, hi: float, lo_open: bool = False) -> Range:
+    low_ok = (lambda v: v > lo) if lo_open else (lambda v: v >= lo)
+    return Range(lambda v: low_ok(v) and v <= hi, f"in {'(' if lo_open else '['}{lo:g}, {hi:g}]")
+
+
+def _at_least(lo: int) -> Range:
+    return Range(lambda v: v >= lo, f"at least {lo}")
+
+
+def _param(default: Any, kind: str, valid: Optional[Range] = None, *, alias: Optional[str] = None,
+           openai: Optional[str] = None, frontend: Optional[str] = None, nullable: bool = False) -> Any:
+    """One row of the table, as a dataclass field (see `ParamSpec` for the columns)."""
+    meta = {"kind": kind, "valid": valid, "alias": alias, "openai": openai, "frontend": frontend,
+            "nullable": nullable or default is None}
+    return field(default=default, metadata=meta)
 
 
 @dataclass
 class SamplingParams:
-    max_new_tokens: Optional[int] = 128
-    min_new_tokens: int = 0
-    stop: Optional[Union[str, list[str]]] = None
-    stop_token_ids: Optional[Union[list[int], set[int]]] = None
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = -1
-    min_p: float = 0.0
-    frequency_penalty: float = 0.0
-    presence_penalty: float = 0.0
-    repetition_penalty: float = 1.0
-    ignore_eos: bool = False
-    skip_special_tokens: bool = True
-    spaces_between_special_tokens: bool = True
-    no_stop_trim: bool = False
-    n: int = 1
-    json_schema: Optional[str] = None
-    regex: Optional[str] = None
-    ebnf: Optional[str] = None
-    custom_params: Optional[dict[str, Any]] = None
-    seed: Optional[int] = None  # per-request sampling seed (SGLang later calls it sampling_seed)
+    max_new_tokens: Optional[int] = _param(128, "int", _at_least(0), alias="max_tokens", openai=OPENAI,
+                                           frontend=RUN, nullable=True)  # None: up to the length limit
+    min_new_tokens: int = _param(0, "int", Range(lambda v: v >= 0, "in [0, max_new_tokens]"),
+                                 alias="min_tokens", openai=EXTRA, frontend=GEN)
+    stop: Optional[Union[str, list[str]]] = _param(None, "stop", openai=OPENAI, frontend=RUN)
+    stop_token_ids: Optional[Union[list[int], set[int]]] = _param(None, "token_ids", openai=EXTRA, frontend=RUN)
+    temperature: float = _param(1.0, "float", Range(lambda v: v >= 0, "non-negative"), openai=OPENAI,
+                                frontend=RUN)
+    top_p: float = _param(1.0, "float", _between(0, 1, lo_open=True), openai=OPENAI, frontend=RUN)
+    top_k: int = _param(-1, "int", Range(lambda v: v == -1 or v >= 1, "-1 (disable), or at least 1"),
+                        openai=EXTRA, frontend=RUN)
+    min_p: float = _param(0.0, "float", _between(0, 1), openai=EXTRA, frontend=RUN)
+    frequency_penalty: float = _param(0.0, "float", _between(-2, 2), openai=OPENAI, frontend=RUN)
+    presence_penalty: float = _param(0.0, "float", _between(-2, 2), openai=OPENAI, frontend=RUN)
+    repetition_penalty: float = _param(1.0, "float", _between(0, 2), openai=EXTRA)
+    ignore_eos: bool = _param(False, "bool", openai=EXTRA, frontend=RUN)
+    skip_special_tokens: bool = _param(True, "bool", openai=EXTRA)
+    spaces_between_special_tokens: bool = _param(True, "bool")
+    no_stop_trim: bool = _param(False, "bool", openai=EXTRA)
+    n: int = _param(1, "int", _at_least(1), openai=OPENAI)
+    json_schema: Optional[str] = _param(None, "schema", openai=EXTRA, frontend=GEN)  # chat: response_format
+    regex: Optional[str] = _param(None, "str", openai=EXTRA, frontend=GEN)
+    ebnf: Optional[str] = _param(None, "str", openai=EXTRA)
+    custom_params: Optional[dict[str, Any]] = _param(None, "dict")
+    seed: Optional[int] = _param(None, "int", openai=OPENAI)  # SGLang later calls it sampling_seed
     # Derived by normalize(): the longest stop string measured in tokens.
     stop_str_max_len: int = field(default=0, init=False, compare=False)
 
     def __post_init__(self) -> None:
-        self._coerce_types()
+        for spec in PARAMS.values():
+            setattr(self, spec.name, spec.convert(getattr(self, spec.name)))
 
     # ----------------------------------------------------------------- construction
 
@@ -75,49 +112,24 @@ class SamplingParams:
             return cls()
         if not isinstance(d, dict):
             raise ValueError(f"sampling_params must be a dict, got {type(d).__name__}.")
-        known = cls.field_names()
         for key in d:
-            if key not in known:
+            if key not in PARAMS:
                 raise ValueError(f"Unknown sampling parameter: {key!r}.")
         return cls(**d)
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
         """The keys a request may send (the constructor's fields)."""
-        return tuple(f.name for f in dataclasses.fields(cls) if f.init)
+        return tuple(PARAMS)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict that `from_dict` turns back into equal params."""
-        out = {name: getattr(self, name) for name in self.field_names()}
+        out = {name: getattr(self, name) for name in PARAMS}
         if isinstance(out["stop_token_ids"], set):
             out["stop_token_ids"] = sorted(out["stop_token_ids"])
         if isinstance(out["stop"], list):
             out["stop"] = list(out["stop"])
         return out
-
-    # ----------------------------------------------------------------- type checks
-
-    def _coerce_types(self) -> None:
-        # JSON gives ints for floats and sometimes 16.0 for ints; accept both, reject the rest.
-        if self.max_new_tokens is not None:
-            self.max_new_tokens = _as_int("max_new_tokens", self.max_new_tokens)
-        for name in _INT_FIELDS:
-            setattr(self, name, _as_int(name, getattr(self, name)))
-        for name in _FLOAT_FIELDS:
-            setattr(self, name, _as_float(name, getattr(self, name)))
-        for name in _BOOL_FIELDS:
-            _check_bool(name, getattr(self, name))
-        self.stop = _as_stop(self.stop)
-        self.stop_token_ids = _as_token_ids("stop_token_ids", self.stop_token_ids)
-        self.json_schema = _as_schema(self.json_schema)
-        for name in ("regex", "ebnf"):
-            _check_optional_str(name, getattr(self, name))
-        if self.custom_params is not None and not isinstance(self.custom_params, dict):
-            raise ValueError(
-                f"custom_params must be a dict or None, got {type(self.custom_params).__name__}."
-            )
-        if self.seed is not None:
-            self.seed = _as_int("seed", self.seed)
 
     # ----------------------------------------------------------------- normalize / verify
 
@@ -138,40 +150,18 @@ class SamplingParams:
 
     def verify(self, vocab_size: Optional[int] = None) -> None:
         """Raise ValueError (SGLang's messages) when a value is out of range."""
-        _check(self.temperature >= 0.0, f"temperature must be non-negative, got {self.temperature}.")
-        _check(0.0 < self.top_p <= 1.0, f"top_p must be in (0, 1], got {self.top_p}.")
-        _check(0.0 <= self.min_p <= 1.0, f"min_p must be in [0, 1], got {self.min_p}.")
-        _check(
-            self.top_k == -1 or self.top_k >= 1,
-            f"top_k must be -1 (disable), or at least 1, got {self.top_k}.",
-        )
-        for name in ("frequency_penalty", "presence_penalty"):
-            value = getattr(self, name)
-            _check(-2.0 <= value <= 2.0, f"{name} must be in [-2, 2], got {value}.")
-        _check(
-            0.0 <= self.repetition_penalty <= 2.0,
-            f"repetition_penalty must be in [0, 2], got {self.repetition_penalty}.",
-        )
-        self._verify_lengths()
-        grammars = [getattr(self, name) for name in _GRAMMAR_FIELDS]
+        for spec in PARAMS.values():
+            spec.check_range(getattr(self, spec.name))
+        if self.max_new_tokens is not None:
+            _check(
+                self.min_new_tokens <= self.max_new_tokens,
+                f"min_new_tokens must be in [0, max_new_tokens({self.max_new_tokens})], got {self.min_new_tokens}.",
+            )
+        grammars = [getattr(self, name) for name in GRAMMAR_FIELDS]
         _check(
             sum(g is not None for g in grammars) <= 1, "Only one of regex, json_schema, or ebnf can be set."
         )
-        _check(self.n >= 1, f"n must be at least 1, got {self.n}.")
         self._verify_stop_token_ids(vocab_size)
-
-    def _verify_lengths(self) -> None:
-        _check(
-            self.min_new_tokens >= 0,
-            f"min_new_tokens must be in [0, max_new_tokens], got {self.min_new_tokens}.",
-        )
-        if self.max_new_tokens is None:
-            return
-        _check(self.max_new_tokens >= 0, f"max_new_tokens must be at least 0, got {self.max_new_tokens}.")
-        _check(
-            self.min_new_tokens <= self.max_new_tokens,
-            f"min_new_tokens must be in [0, max_new_tokens({self.max_new_tokens})], got {self.min_new_tokens}.",
-        )
 
     def _verify_stop_token_ids(self, vocab_size: Optional[int]) -> None:
         for tid in self.stop_token_ids or ():
@@ -204,6 +194,79 @@ class SamplingParams:
         return TOP_K_ALL if self.top_k == -1 else self.top_k
 
 
+# --------------------------------------------------------------------- the table
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One sampling parameter: a row of the table."""
+
+    name: str  # the runtime's name (a key of /generate's sampling_params)
+    annotation: Any  # its Python type
+    default: Any
+    kind: str  # how a value is type-checked: a key of _CONVERTERS
+    valid: Optional[Range]  # the allowed values; None: any value of the type
+    alias: Optional[str]  # its name in sgl.gen and on the OpenAI routes, where that differs
+    openai: Optional[str]  # OPENAI, EXTRA, or None: not on the OpenAI routes
+    frontend: Optional[str]  # RUN, GEN, or None: not in the frontend language
+    nullable: bool  # None is a valid value
+
+    @property
+    def public_name(self) -> str:
+        """The name in sgl.gen and on the OpenAI routes."""
+        return self.alias or self.name
+
+    def convert(self, value: Any) -> Any:
+        """`value` type-checked (JSON's 16.0 for an int, 1 for a float are accepted)."""
+        if value is None and self.nullable:
+            return None
+        return _CONVERTERS[self.kind](self.name, value)
+
+    def check_range(self, value: Any) -> None:
+        """Raise ValueError (`<name> must be <rule>, got <value>.`) when `value` is out of range."""
+        if self.valid is not None and value is not None:
+            _check(self.valid.ok(value), f"{self.name} must be {self.valid.rule}, got {value}.")
+
+
+def _table() -> Dict[str, ParamSpec]:
+    hints = typing.get_type_hints(SamplingParams)
+    return {f.name: ParamSpec(name=f.name, annotation=hints[f.name], default=f.default, **f.metadata)
+            for f in dataclasses.fields(SamplingParams) if f.init}
+
+
+PARAMS: Dict[str, ParamSpec] = _table()
+GRAMMAR_FIELDS = ("json_schema", "regex", "ebnf")
+
+
+def openai_params() -> list[ParamSpec]:
+    """The parameters the OpenAI routes take (OpenAI's own and SGLang's extensions)."""
+    return [spec for spec in PARAMS.values() if spec.openai is not None]
+
+
+def frontend_params() -> list[ParamSpec]:
+    """The parameters `sgl.gen` takes (those marked RUN are also `run()` keywords)."""
+    return [spec for spec in PARAMS.values() if spec.frontend is not None]
+
+
+def rename_params(message: str, names: Dict[str, str]) -> str:
+    """An error `message` with each runtime parameter name in `names` replaced by the caller's
+    name for it (`max_new_tokens` -> `max_tokens` for sgl.gen and the OpenAI routes)."""
+    for name, public in names.items():
+        message = re.sub(rf"\b{name}\b", public, message)
+    return message
+
+
+def choice_seed(seed: int, index: int) -> int:
+    """The seed of choice `index` of an n-choice request seeded with `seed`.
+
+    Choice 0 keeps the request's seed (so n=1 and the first of n choices agree); the others get
+    distinct seeds derived from it, so a seeded request is reproducible and its choices differ.
+    """
+    if index == 0:
+        return seed
+    return (seed + index * _GOLDEN_GAMMA) & _MASK63
+
+
 # --------------------------------------------------------------------- helpers
 
 
@@ -230,22 +293,30 @@ def _as_float(name: str, value: Any) -> float:
     return float(value)
 
 
-def _check_bool(name: str, value: Any) -> None:
+def _as_bool(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be a bool, got {value!r}.")
+    return value
 
 
-def _check_optional_str(name: str, value: Any) -> None:
+def _as_optional_str(name: str, value: Any) -> Optional[str]:
     if value is not None and not isinstance(value, str):
         raise ValueError(f"{name} must be a string or None, got {type(value).__name__}.")
+    return value
 
 
-def _as_stop(value: Any) -> Optional[Union[str, list[str]]]:
+def _as_optional_dict(name: str, value: Any) -> Optional[dict]:
+    if value is not None and not isinstance(value, dict):
+        raise ValueError(f"{name} must be a dict or None, got {type(value).__name__}.")
+    return value
+
+
+def _as_stop(name: str, value: Any) -> Optional[Union[str, list[str]]]:
     if value is None or isinstance(value, str):
         return value
     if isinstance(value, (list, tuple)) and all(isinstance(s, str) for s in value):
         return list(value)
-    raise ValueError(f"stop must be a string or a list of strings, got {value!r}.")
+    raise ValueError(f"{name} must be a string or a list of strings, got {value!r}.")
 
 
 def _as_token_ids(name: str, value: Any) -> Optional[Union[list[int], set[int]]]:
@@ -257,12 +328,17 @@ def _as_token_ids(name: str, value: Any) -> Optional[Union[list[int], set[int]]]
     return set(ids) if isinstance(value, (set, frozenset)) else ids
 
 
-def _as_schema(value: Any) -> Optional[str]:
+def _as_schema(name: str, value: Any) -> Optional[str]:
     # Python callers often hand over the schema itself; the grammar cache keys on the string.
     if isinstance(value, dict):
         return json.dumps(value)
-    _check_optional_str("json_schema", value)
-    return value
+    return _as_optional_str(name, value)
+
+
+_CONVERTERS: Dict[str, Callable[[str, Any], Any]] = {
+    "int": _as_int, "float": _as_float, "bool": _as_bool, "str": _as_optional_str, "dict": _as_optional_dict,
+    "stop": _as_stop, "token_ids": _as_token_ids, "schema": _as_schema,
+}
 
 
 def _stop_len(stop: str, tokenizer: Any) -> int:

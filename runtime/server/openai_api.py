@@ -21,7 +21,7 @@ router = APIRouter()
 @router.post("/v1/completions")
 async def create_completion(req: CompletionRequest, request: Request) -> Response:
     state = get_state(request)
-    obj = openai_completions.build_input(req, state)
+    obj = openai_completions.build_input(req)
     echoes = openai_completions.echo_texts(req, state)
     rid, created = new_id("cmpl"), now()
     cache_report = state.server_args.enable_cache_report

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, Dict, List, Optional
 
 from sgl.runtime.generate_input import GenerateReqInput
 from sgl.runtime.server.chat_templates import render_chat
 from sgl.runtime.server.errors import ApiError
-from sgl.runtime.server.generation import open_max_new_tokens
-from sgl.runtime.server.openai_common import StreamTracker, chat_logprobs, finish_fields, sampling_params, usage
-from sgl.runtime.server.protocol import ChatCompletionRequest, ChatMessage
+from sgl.runtime.server.openai_common import (
+    StreamTracker,
+    chat_logprobs,
+    finish_fields,
+    sampling_params,
+    usage,
+)
+from sgl.runtime.server.protocol import CHAT_TEMPERATURE, ChatCompletionRequest, ChatMessage
 from sgl.runtime.server.state import ServerState
 
 OBJECT = "chat.completion"
 CHUNK_OBJECT = "chat.completion.chunk"
-DEFAULT_TEMPERATURE = 0.7  # SGLang's chat default (OpenAI's is 1.0)
 
 
 def build_input(req: ChatCompletionRequest, state: ServerState) -> GenerateReqInput:
@@ -25,10 +28,8 @@ def build_input(req: ChatCompletionRequest, state: ServerState) -> GenerateReqIn
     # The template writes any BOS itself; encoding must not add another.
     ids = state.tokenizer.encode(prompt, add_special_tokens=False)
     max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
-    if max_tokens is None:
-        max_tokens = open_max_new_tokens(state.context_len, len(ids))
-    temperature = DEFAULT_TEMPERATURE if req.temperature is None else req.temperature
-    sp = sampling_params(req, temperature, max_tokens, state.chat_template.stop, _response_format(req))
+    temperature = CHAT_TEMPERATURE if req.temperature is None else req.temperature
+    sp = sampling_params(req, temperature, max_tokens, state.chat_template.stop)
     return GenerateReqInput(
         input_ids=ids, sampling_params=sp, return_logprob=bool(req.logprobs),
         top_logprobs_num=req.top_logprobs or 0, return_text_in_logprobs=True, stream=bool(req.stream),
@@ -64,17 +65,6 @@ def _content_text(content: Any) -> str:
             raise ApiError("messages: this model is text-only (image_url parts are not supported)", 400, "messages")
         parts.append(part.text or "")
     return "\n".join(parts)
-
-
-def _response_format(req: ChatCompletionRequest) -> Dict[str, Any]:
-    fmt = req.response_format
-    if fmt is None or fmt.type == "text":
-        return {}
-    if fmt.type == "json_object":
-        return {"json_schema": json.dumps({"type": "object"})}
-    if fmt.json_schema is None or fmt.json_schema.schema_ is None:
-        raise ApiError("response_format: json_schema needs a schema", 400, "response_format")
-    return {"json_schema": json.dumps(fmt.json_schema.schema_)}
 
 
 def response(req: ChatCompletionRequest, results: List[dict], rid: str, created: int,

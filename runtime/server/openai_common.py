@@ -1,15 +1,21 @@
-"""What the two OpenAI routes share: sampling params from a request, finish reasons, logprobs,
-usage, and per-choice bookkeeping for streams."""
+"""What the two OpenAI routes share: sampling params from a request (including `response_format`
+and per-choice seeds), finish reasons, logprobs, usage, and per-choice bookkeeping for streams."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from sgl.runtime.server.errors import ApiError
-from sgl.runtime.server.protocol import OpenAISampling
+from sgl.runtime.sampling.params import GRAMMAR_FIELDS, SamplingParams, openai_params, rename_params
+from sgl.runtime.server.errors import ApiError, guess_param
+from sgl.runtime.server.protocol import OpenAIRequest, ResponseFormat
+
+# The runtime's names for the OpenAI fields called otherwise, and all the fields' OpenAI names.
+_OPENAI_NAMES = {spec.name: spec.alias for spec in openai_params() if spec.alias}
+_PUBLIC = tuple(spec.public_name for spec in openai_params())
 
 
 def new_id(prefix: str) -> str:
@@ -20,32 +26,58 @@ def now() -> int:
     return int(time.time())
 
 
-def sampling_params(req: OpenAISampling, temperature: float, max_new_tokens: Optional[int],
-                    extra_stop: List[str] = (), extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """The runtime's sampling params for an OpenAI request (None fields take the runtime default)."""
+def sampling_params(req: OpenAIRequest, temperature: Optional[float], max_new_tokens: Optional[int],
+                    extra_stop: Sequence[str] = ()) -> Dict[str, Any]:
+    """The runtime's sampling params for an OpenAI request (None fields take the runtime default);
+    `temperature` and `max_new_tokens` are the request's, resolved with the route's defaults
+    (`max_new_tokens` None: up to the limit, which the runtime works out per prompt)."""
     _reject_unsupported(req)
-    sp = {
-        "max_new_tokens": max_new_tokens, "min_new_tokens": req.min_tokens, "stop": _stops(req.stop, extra_stop),
-        "stop_token_ids": req.stop_token_ids, "temperature": temperature, "top_p": req.top_p, "top_k": req.top_k,
-        "min_p": req.min_p, "frequency_penalty": req.frequency_penalty, "presence_penalty": req.presence_penalty,
-        "repetition_penalty": req.repetition_penalty, "ignore_eos": req.ignore_eos,
-        "skip_special_tokens": req.skip_special_tokens, "no_stop_trim": req.no_stop_trim, "n": req.n,
-        "regex": req.regex, "ebnf": req.ebnf, "json_schema": getattr(req, "json_schema", None), "seed": req.seed,
-    }
-    return {k: v for k, v in {**sp, **(extra or {})}.items() if v is not None}
+    declared = type(req).model_fields
+    sp = {spec.name: getattr(req, spec.public_name) for spec in openai_params() if spec.public_name in declared}
+    sp.update(temperature=temperature, stop=_stops(req.stop, extra_stop))
+    sp.update(_response_format(req, sp))
+    sp = {**{k: v for k, v in sp.items() if v is not None}, "max_new_tokens": max_new_tokens}
+    _verify(sp)
+    return sp
 
 
-def _reject_unsupported(req: OpenAISampling) -> None:
+def _verify(sp: Dict[str, Any]) -> None:
+    """The runtime's checks, here so that an error names the field as the client sent it."""
+    try:
+        SamplingParams.from_dict(sp).verify()
+    except ValueError as e:
+        message = rename_params(str(e), _OPENAI_NAMES)
+        raise ApiError(message, 400, guess_param(message, _PUBLIC)) from None
+
+
+def _reject_unsupported(req: OpenAIRequest) -> None:
     if req.lora_path is not None:
         raise ApiError("lora_path: LoRA adapters are not supported by this server", 400, "lora_path")
     if req.session_params is not None:
         raise ApiError("session_params: sessions are not supported by this server", 400, "session_params")
 
 
-def _stops(stop: Any, extra: List[str]) -> Optional[List[str]]:
+def _stops(stop: Any, extra: Sequence[str]) -> Optional[List[str]]:
     stops = [stop] if isinstance(stop, str) else list(stop or [])
     stops += [s for s in extra if s not in stops]
     return stops or None
+
+
+def _response_format(req: OpenAIRequest, sp: Dict[str, Any]) -> Dict[str, Any]:
+    """`response_format` as the runtime's json_schema: any JSON object for json_object, the given
+    schema for json_schema (enforced whether or not `strict` is set)."""
+    fmt: Optional[ResponseFormat] = getattr(req, "response_format", None)
+    if fmt is None or fmt.type == "text":
+        return {}
+    given = [name for name in GRAMMAR_FIELDS if sp.get(name) is not None]
+    if given:
+        raise ApiError(f"response_format cannot be combined with {given[0]}: both constrain the output", 400,
+                       "response_format")
+    if fmt.type == "json_object":
+        return {"json_schema": json.dumps({"type": "object"})}
+    if fmt.json_schema is None or fmt.json_schema.schema_ is None:
+        raise ApiError("response_format: json_schema needs a schema", 400, "response_format")
+    return {"json_schema": json.dumps(fmt.json_schema.schema_)}
 
 
 def finish_fields(meta: Dict[str, Any]) -> Tuple[Optional[str], Any]:
@@ -72,18 +104,35 @@ def usage(metas: List[Dict[str, Any]], n: int, cache_report: bool) -> Dict[str, 
 
 
 # ---- logprobs ---------------------------------------------------------------------------------
-def completion_logprobs(meta: Dict[str, Any], start: int, offset: int) -> Dict[str, Any]:
-    """Legacy completions logprobs for output tokens [start:]; offsets start at `offset`."""
-    entries = meta.get("output_token_logprobs", [])[start:]
-    tops = meta.get("output_top_logprobs")
-    tokens = [text or "" for _, _, text in entries]
+def completion_logprobs(meta: Dict[str, Any], echo_len: Optional[int] = None) -> Dict[str, Any]:
+    """Legacy completions logprobs of one choice, aligned with its text: with `echo_len` (the length
+    of the echoed prompt text) the prompt tokens come first (the first one has no logprob), and
+    the generated tokens' offsets start at `echo_len`; without it, only the generated tokens."""
+    entries: List[Any] = list(meta.get("output_token_logprobs", []))
+    tops: Optional[List[Any]] = meta.get("output_top_logprobs")
+    offsets = _text_offsets(entries, 0 if echo_len is None else echo_len)
+    if echo_len is not None:
+        prompt = meta.get("input_token_logprobs", [])
+        offsets = _text_offsets(prompt, 0) + offsets
+        entries = prompt + entries
+        if tops is not None:
+            tops = list(meta.get("input_top_logprobs") or [None] * len(prompt)) + tops
+    top = [_top_dict(row) for row in tops] if tops is not None else None
+    return {"text_offset": offsets, "token_logprobs": [lp for lp, _, _ in entries],
+            "tokens": [text or "" for _, _, text in entries], "top_logprobs": top}
+
+
+def _text_offsets(entries: List[Any], start: int) -> List[int]:
     offsets = []
-    for token in tokens:
-        offsets.append(offset)
-        offset += len(token)
-    top = [{text or "": lp for lp, _, text in row} for row in tops[start:]] if tops is not None else None
-    return {"text_offset": offsets, "token_logprobs": [lp for lp, _, _ in entries], "tokens": tokens,
-            "top_logprobs": top}
+    for _, _, text in entries:
+        offsets.append(start)
+        start += len(text or "")
+    return offsets
+
+
+def _top_dict(row: Optional[List[Any]]) -> Optional[Dict[str, float]]:
+    # The first prompt token has no alternatives (nothing comes before it): null, as in OpenAI.
+    return None if row is None else {text or "": lp for lp, _, text in row}
 
 
 def chat_logprobs(meta: Dict[str, Any], start: int) -> Dict[str, Any]:

@@ -6,7 +6,7 @@ from typing import Any, Dict, List, Optional
 
 from sgl.runtime.generate_input import GenerateReqInput
 from sgl.runtime.server.errors import ApiError
-from sgl.runtime.server.generation import check_fanout, fill_open_max_tokens
+from sgl.runtime.server.generation import check_fanout
 from sgl.runtime.server.openai_common import (
     StreamTracker,
     completion_logprobs,
@@ -20,25 +20,21 @@ from sgl.runtime.server.state import ServerState
 OBJECT = "text_completion"
 
 
-def build_input(req: CompletionRequest, state: ServerState) -> GenerateReqInput:
+def build_input(req: CompletionRequest) -> GenerateReqInput:
     _check_request(req)
-    temperature = 1.0 if req.temperature is None else req.temperature
-    sp = sampling_params(req, temperature, req.max_tokens)
-    if req.max_tokens is None:  # up to the context; resolved per prompt below
-        sp["max_new_tokens"] = None
+    sp = sampling_params(req, req.temperature, req.max_tokens)
     text, ids = _prompt_fields(req.prompt)
     obj = GenerateReqInput(
         text=text, input_ids=ids, sampling_params=sp, return_logprob=req.logprobs is not None,
         top_logprobs_num=req.logprobs or 0, return_text_in_logprobs=True, stream=bool(req.stream),
+        # echo with logprobs: the prompt's logprobs too, from its first token
+        logprob_start_len=0 if req.echo and req.logprobs is not None else None,
     )
     check_fanout(obj.batch_size(), req.n)
-    fill_open_max_tokens(obj, state)
     return obj
 
 
 def _check_request(req: CompletionRequest) -> None:
-    if req.echo and req.logprobs is not None:
-        raise ApiError("echo together with logprobs is not supported", 400, "echo")
     if req.suffix:
         raise ApiError("suffix is not supported", 400, "suffix")
     if req.best_of is not None and req.best_of != req.n:
@@ -84,9 +80,13 @@ def _echo_for(echoes: List[str], index: int, n: int) -> str:
 def _choice(index: int, out: dict, req: CompletionRequest, echo: str) -> Dict[str, Any]:
     meta = out["meta_info"]
     finish, matched = finish_fields(meta)
-    logprobs = completion_logprobs(meta, 0, 0) if req.logprobs is not None else None
+    logprobs = completion_logprobs(meta, _echo_len(req, echo)) if req.logprobs is not None else None
     return {"index": index, "text": echo + out.get("text", ""), "logprobs": logprobs, "finish_reason": finish,
             "matched_stop": matched}
+
+
+def _echo_len(req: CompletionRequest, echo: str) -> Optional[int]:
+    return len(echo) if req.echo else None
 
 
 class CompletionStream:
@@ -99,22 +99,25 @@ class CompletionStream:
 
     def chunks(self, out: dict) -> List[Dict[str, Any]]:
         index, choice, delta = self.tracker.update(out)
+        echo = _echo_for(self.echoes, index, self.req.n)
         if not choice.started:
             choice.started = True
-            delta = _echo_for(self.echoes, index, self.req.n) + delta
+            delta = echo + delta
         finish, matched = finish_fields(choice.meta)
-        logprobs = self._logprobs(choice)
+        logprobs = self._logprobs(choice, echo)
         if not delta and finish is None and logprobs is None:
             return []
         return [self._chunk([{"index": index, "text": delta, "logprobs": logprobs, "finish_reason": finish,
                               "matched_stop": matched}])]
 
-    def _logprobs(self, choice) -> Optional[Dict[str, Any]]:
-        if self.req.logprobs is None or self.tracker.new_logprob_count(choice) <= 0:
+    def _logprobs(self, choice, echo: str) -> Optional[Dict[str, Any]]:
+        """The logprobs not sent yet; offsets count from the start of the choice's whole text."""
+        if self.req.logprobs is None:
             return None
-        sent = choice.logprobs_sent
-        choice.logprobs_sent += self.tracker.new_logprob_count(choice)
-        full = completion_logprobs(choice.meta, 0, 0)  # offsets count from the first output token
+        full = completion_logprobs(choice.meta, _echo_len(self.req, echo))
+        sent, choice.logprobs_sent = choice.logprobs_sent, len(full["tokens"])
+        if sent == len(full["tokens"]):
+            return None
         return {key: (value[sent:] if value is not None else None) for key, value in full.items()}
 
     def tail(self) -> List[Dict[str, Any]]:

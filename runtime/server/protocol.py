@@ -1,24 +1,28 @@
-"""Request bodies as pydantic models: they validate types (a mismatch is a 400) and they are what
-`/openapi.json` documents. Response bodies are built as plain dicts by the route modules.
+"""Request bodies as pydantic models: they validate types (a mismatch is a 400), reject unknown
+fields by name, and are what `/openapi.json` documents. Response bodies are built as plain dicts by
+the route modules.
 
-The `/generate` sampling-params model is derived from the one `SamplingParams` dataclass, so the
-parameter list exists once; value ranges are checked by `SamplingParams.verify`.
+Every sampling field (of `/generate`'s `sampling_params` and of the two OpenAI routes) is derived
+from the one table, `sgl.runtime.sampling.params.PARAMS`, with its default; value ranges are
+checked by `SamplingParams.verify`. Only the OpenAI routes' own defaults (`max_tokens`, chat's
+`temperature`) and the bound on `n` are written here.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from typing import Any, Dict, List, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from sgl.runtime.sampling.params import SamplingParams
+from sgl.runtime.sampling.params import PARAMS, ParamSpec, openai_params
 
 # Per-position alternatives; OpenAI caps top_logprobs at 20 and so do we (it bounds the work).
 MAX_TOP_LOGPROBS = 20
 # OpenAI's own bound on `n`; it also bounds the fan-out of one request.
 MAX_N = 128
+# The OpenAI routes' defaults that differ from the runtime's (SGLang's choices).
+COMPLETION_MAX_TOKENS = 16
+CHAT_TEMPERATURE = 0.7  # OpenAI's is 1.0
 
 # Types the JSON schema should show instead of the dataclass's Python-side conveniences.
 _TYPE_OVERRIDES = {
@@ -27,14 +31,12 @@ _TYPE_OVERRIDES = {
 }
 
 
+def _json_type(spec: ParamSpec) -> Any:
+    return _TYPE_OVERRIDES.get(spec.name, Optional[spec.annotation])
+
+
 def _sampling_params_model() -> type[BaseModel]:
-    hints = typing.get_type_hints(SamplingParams)
-    fields: Dict[str, Any] = {}
-    for f in dataclasses.fields(SamplingParams):
-        if not f.init:
-            continue
-        annotation = _TYPE_OVERRIDES.get(f.name, Optional[hints[f.name]])
-        fields[f.name] = (annotation, f.default)
+    fields = {spec.name: (_json_type(spec), spec.default) for spec in PARAMS.values()}
     return create_model("SamplingParamsInput", __config__=ConfigDict(extra="forbid"), **fields)
 
 
@@ -77,48 +79,60 @@ class StreamOptions(BaseModel):
     continuous_usage_stats: Optional[bool] = False
 
 
-class SglExtras(BaseModel):
-    """SGLang's extra sampling fields, accepted by both OpenAI routes."""
+class OpenAIRequest(BaseModel):
+    """What the two OpenAI routes share besides the sampling fields. An unknown field is a 400 that
+    names it (messages and stream_options stay lenient: clients replay messages with extra keys)."""
 
-    top_k: Optional[int] = -1
-    min_p: Optional[float] = 0.0
-    min_tokens: Optional[int] = 0
-    regex: Optional[str] = None
-    ebnf: Optional[str] = None
-    repetition_penalty: Optional[float] = 1.0
-    stop_token_ids: Optional[List[int]] = None
-    no_stop_trim: Optional[bool] = False
-    ignore_eos: Optional[bool] = False
-    skip_special_tokens: Optional[bool] = True
-    lora_path: Optional[Union[str, List[Optional[str]]]] = None
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    logit_bias: Optional[Dict[str, float]] = None  # accepted and ignored, as in SGLang
+    stream: Optional[bool] = False
+    stream_options: Optional[StreamOptions] = None
+    user: Optional[str] = None
+    lora_path: Optional[Union[str, List[Optional[str]]]] = None  # SGLang extras, answered 400 for now
     session_params: Optional[Dict[str, Any]] = None
 
 
-class OpenAISampling(SglExtras):
-    """Fields the two OpenAI routes share."""
-
-    model: str
-    frequency_penalty: Optional[float] = 0.0
-    presence_penalty: Optional[float] = 0.0
-    logit_bias: Optional[Dict[str, float]] = None  # accepted and ignored, as in SGLang
-    n: int = Field(1, ge=1, le=MAX_N)
-    seed: Optional[int] = None
-    stop: Optional[Union[str, List[str]]] = None
-    stream: Optional[bool] = False
-    stream_options: Optional[StreamOptions] = None
-    top_p: Optional[float] = 1.0
-    user: Optional[str] = None
+def _openai_sampling(name: str, exclude: tuple = (), **overrides: Any) -> type[OpenAIRequest]:
+    """OpenAIRequest plus the sampling fields of the table under their OpenAI names, with the
+    route's own defaults in `overrides`."""
+    fields: Dict[str, Any] = {spec.public_name: (_json_type(spec), spec.default)
+                              for spec in openai_params() if spec.name not in exclude}
+    fields["n"] = (int, Field(1, ge=1, le=MAX_N))
+    fields.update(overrides)
+    return create_model(name, __base__=OpenAIRequest, **fields)
 
 
-class CompletionRequest(OpenAISampling):
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Optional[str] = None
+    description: Optional[str] = None
+    schema_: Optional[Dict[str, Any]] = Field(None, alias="schema")
+    strict: Optional[bool] = False
+
+
+class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: Optional[JsonSchemaFormat] = None
+
+
+_CompletionSampling = _openai_sampling("CompletionSampling", max_tokens=(Optional[int], COMPLETION_MAX_TOKENS))
+# Chat has response_format instead of SGLang's json_schema extension.
+_ChatSampling = _openai_sampling("ChatSampling", exclude=("json_schema",), max_tokens=(Optional[int], None),
+                                 temperature=(Optional[float], CHAT_TEMPERATURE))
+
+
+class CompletionRequest(_CompletionSampling):  # type: ignore[misc, valid-type]
     prompt: Union[str, List[str], List[int], List[List[int]]]
     best_of: Optional[int] = None
     echo: Optional[bool] = False
     logprobs: Optional[int] = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
-    max_tokens: Optional[int] = 16
+    response_format: Optional[ResponseFormat] = None
     suffix: Optional[str] = None
-    temperature: Optional[float] = 1.0
-    json_schema: Optional[str] = None
 
 
 class ImageUrl(BaseModel):
@@ -140,25 +154,11 @@ class ChatMessage(BaseModel):
     tool_call_id: Optional[str] = None
 
 
-class JsonSchemaFormat(BaseModel):
-    name: Optional[str] = None
-    description: Optional[str] = None
-    schema_: Optional[Dict[str, Any]] = Field(None, alias="schema")
-    strict: Optional[bool] = False
-
-
-class ResponseFormat(BaseModel):
-    type: Literal["text", "json_object", "json_schema"]
-    json_schema: Optional[JsonSchemaFormat] = None
-
-
-class ChatCompletionRequest(OpenAISampling):
+class ChatCompletionRequest(_ChatSampling):  # type: ignore[misc, valid-type]
     messages: List[ChatMessage] = Field(..., min_length=1)
     logprobs: Optional[bool] = False
     top_logprobs: Optional[int] = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
-    max_tokens: Optional[int] = None
     max_completion_tokens: Optional[int] = None
     response_format: Optional[ResponseFormat] = None
-    temperature: Optional[float] = 0.7
     tools: Optional[List[Dict[str, Any]]] = None
     tool_choice: Optional[Union[str, Dict[str, Any]]] = "auto"

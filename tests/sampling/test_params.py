@@ -4,7 +4,7 @@ import pickle
 
 import pytest
 
-from sgl.runtime.sampling.params import TOP_K_ALL, SamplingParams
+from sgl.runtime.sampling.params import TOP_K_ALL, SamplingParams, choice_seed
 
 
 def test_defaults_match_sglang():
@@ -141,3 +141,11 @@ def test_to_dict_round_trip_and_pickle(tokenizer):
     assert again.stop_token_ids == [1, 3] and again.top_k == p.top_k and again.stop == ["x"]
     clone = pickle.loads(pickle.dumps(p))
     assert clone == p and clone.stop_str_max_len == p.stop_str_max_len
+
+
+@pytest.mark.parametrize("seed", [0, 7, -3, 2**63 - 1, 2**70])
+def test_choice_seeds_are_distinct_and_keep_the_first(seed):
+    seeds = [choice_seed(seed, j) for j in range(64)]
+    assert seeds[0] == seed and len(set(seeds)) == 64
+    assert seeds == [choice_seed(seed, j) for j in range(64)]
+    SamplingParams(seed=seeds[-1]).verify()

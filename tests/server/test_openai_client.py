@@ -158,7 +158,6 @@ def test_bad_requests_raise_bad_request(openai_client, model_name):
         dict(prompt=PROMPT, temperature=-0.5),
         dict(prompt=PROMPT, top_p=0),
         dict(prompt=PROMPT, n=0),
-        dict(prompt=PROMPT, logprobs=2, echo=True),
         dict(prompt=PROMPT, extra_body={"regex": "[0-9"}),
         dict(prompt=PROMPT * 3000),
     ]
