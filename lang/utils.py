@@ -9,7 +9,7 @@ import signal
 import socket
 import sys
 import time
-from typing import Any, List
+from typing import Any, List, Optional
 
 
 def encode_image_base64(image: Any) -> str:
@@ -92,53 +92,79 @@ def find_free_port(host: str = "127.0.0.1", start: int = 30000, end: int = 65536
     raise RuntimeError(f"no free port in [{start}, {end}) on {host}")
 
 
-def kill_process_tree(pid: int, grace_s: float = 5.0, process: Any = None) -> None:
-    """Terminate a process started with `start_new_session=True` and everything it spawned.
+def kill_process_tree(pid: Optional[int] = None, grace_s: float = 5.0, process: Any = None,
+                      include_parent: bool = True) -> None:
+    """Stop process `pid` (default: this process) and every process it spawned, leaving no orphans.
 
-    The whole process group gets SIGTERM, then SIGKILL after `grace_s`. Descendants that moved
-    to another session are found through psutil when it is installed. Pass the `subprocess.Popen`
-    as `process` when there is one, so the exit is observed (and reaped) through it.
+    SIGTERM goes to the whole tree, then whatever is still alive after `grace_s` seconds gets
+    SIGKILL. `include_parent=False` stops only the descendants (this is how a process cleans up
+    after itself: it never signals itself here). When `pid` started its own process group
+    (`start_new_session=True`), the group is signalled too: that reaches descendants re-parented
+    away from the tree, even after `pid` itself has exited. Pass the `subprocess.Popen` as
+    `process` when there is one, so its exit is reaped through it and its return code kept.
     """
-    descendants = _descendants(pid)
-    _signal_group(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and _alive(pid, process):
-        time.sleep(0.05)
-    _signal_group(pid, signal.SIGKILL)
-    for child in descendants:
-        _signal(child, signal.SIGKILL)
+    import psutil  # here, not at the top: `import sgl` stays light
+
+    pid = os.getpid() if pid is None else pid
+    include_parent = include_parent and pid != os.getpid()
+    pgid = pid if include_parent and _own_group_exists(pid) else None
+    # A reaped root's pid may already belong to an unrelated process: walk no tree from it.
+    reaped = process is not None and process.poll() is not None
+    procs = [] if reaped else _tree(psutil, pid, include_parent)
+    _signal_all(procs, pgid, signal.SIGTERM)
+    alive = _wait(psutil, procs, grace_s, process, pid)
+    # Children spawned during the grace period are in the tree now, not in the first listing.
+    if not reaped:
+        alive += [p for p in _tree(psutil, pid, include_parent) if p not in alive]
+    if alive or pgid is not None:
+        _signal_all(alive, pgid, signal.SIGKILL)
+        _wait(psutil, alive, 5.0, process, pid)
 
 
-def _descendants(pid: int) -> List[int]:
+def _tree(psutil: Any, pid: int, include_parent: bool) -> list:
+    """The live processes of the tree, children first."""
     try:
-        import psutil
-    except ImportError:
-        return []
-    try:
-        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+        root = psutil.Process(pid)
+        procs = root.children(recursive=True)[::-1]
     except psutil.Error:
         return []
+    return procs + [root] if include_parent else procs
 
 
-def _signal_group(pid: int, sig: int) -> None:
+def _own_group_exists(pid: int) -> bool:
+    """Whether a process group with id `pid` exists (one `pid` started; the kernel does not reuse
+    a pid still in use as a group id) and is not the caller's own."""
+    if pid == os.getpgrp():
+        return False
     try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        _signal(pid, sig)
-
-
-def _signal(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _alive(pid: int, process: Any) -> bool:
-    if process is not None:
-        return process.poll() is None
-    try:
-        os.kill(pid, 0)
+        os.killpg(pid, 0)
     except (ProcessLookupError, PermissionError):
         return False
     return True
+
+
+def _signal_all(procs: list, pgid: Optional[int], sig: int) -> None:
+    if pgid is not None:
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+    for proc in procs:
+        try:
+            proc.send_signal(sig)
+        except Exception:  # psutil.NoSuchProcess / AccessDenied: gone, or not ours to signal
+            pass
+
+
+def _wait(psutil: Any, procs: list, timeout: float, process: Any, pid: int) -> list:
+    """Wait up to `timeout` s for `procs` to exit; return those still alive. The root is waited
+    for through its Popen when given, so Popen keeps its return code."""
+    deadline = time.monotonic() + timeout
+    others = [p for p in procs if process is None or p.pid != pid]
+    _, alive = psutil.wait_procs(others, timeout=timeout)
+    if process is not None and any(p.pid == pid for p in procs):
+        try:
+            process.wait(timeout=max(deadline - time.monotonic(), 0.0))
+        except Exception:  # subprocess.TimeoutExpired: still running
+            alive.append(next(p for p in procs if p.pid == pid))
+    return alive

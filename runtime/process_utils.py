@@ -1,13 +1,12 @@
-"""Process helpers: child-process setup, parent-death watch, and killing a process tree."""
+"""Process helpers: child-process setup and the parent-death watch (killing a process tree is
+`sgl.utils.kill_process_tree`, shared with the frontend)."""
 
 from __future__ import annotations
 
 import logging
 import os
-import signal
 import threading
 import time
-from typing import Optional
 
 
 def configure_logging(level: str = "info", prefix: str = "") -> None:
@@ -31,34 +30,3 @@ def watch_parent(interval: float = 0.5) -> None:
                 os._exit(0)
 
     threading.Thread(target=loop, daemon=True, name="parent-watch").start()
-
-
-def kill_process_tree(pid: Optional[int] = None, include_self: bool = False, sig: int = signal.SIGKILL) -> None:
-    """Kill every descendant of `pid` (default: this process), children first."""
-    pid = os.getpid() if pid is None else pid
-    for child in _descendants(pid):
-        try:
-            os.kill(child, sig)
-        except ProcessLookupError:
-            pass
-    if include_self:
-        os.kill(pid, sig)
-
-
-def _descendants(pid: int) -> list:
-    children = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    out, stack = [], [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            out.append(child)
-            stack.append(child)
-    return out[::-1]

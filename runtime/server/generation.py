@@ -67,31 +67,3 @@ def check_fanout(batch_size: int, n: Any) -> None:
     if batch_size * n > MAX_FANOUT:
         raise ApiError(f"n: a request may expand to at most {MAX_FANOUT} generations "
                        f"(got {batch_size} prompts x n={n})", 400, "n")
-
-
-def open_max_new_tokens(context_len: int, prompt_len: int) -> int:
-    """`max_new_tokens` for "up to the context" (None): what is left after the prompt."""
-    return max(context_len - prompt_len - 1, 0)
-
-
-def fill_open_max_tokens(obj: GenerateReqInput, state: ServerState) -> None:
-    """`max_new_tokens: null` means "up to the context": resolve it per prompt to a number."""
-    params = obj.sampling_params
-    listed = params if isinstance(params, list) else [params]
-    if not any("max_new_tokens" in sp and sp["max_new_tokens"] is None for sp in listed):
-        return
-    lengths = prompt_lengths(obj, state)
-    if not isinstance(params, list):
-        params = [dict(params) for _ in lengths]
-    for sp, n in zip(params, lengths):
-        if "max_new_tokens" in sp and sp["max_new_tokens"] is None:
-            sp["max_new_tokens"] = open_max_new_tokens(state.context_len, n)
-    obj.sampling_params = params
-
-
-def prompt_lengths(obj: GenerateReqInput, state: ServerState) -> List[int]:
-    items = obj.split()
-    if any(item.input_ids is None for item in items) and state.tokenizer is None:
-        raise ApiError("text input needs a tokenizer; this server runs with --skip-tokenizer-init", 400, "text")
-    return [len(item.input_ids) if item.input_ids is not None else len(state.tokenizer.encode(item.text))
-            for item in items]

@@ -41,7 +41,9 @@ def create_app(state: ServerState) -> FastAPI:
 async def _metrics(request: Request) -> PlainTextResponse:
     state = get_state(request)
     internal = await state.tm.get_internal_state()
-    return PlainTextResponse(state.metrics.render(internal), media_type="text/plain; version=0.0.4")
+    from sgl.runtime.server.metrics import CONTENT_TYPE
+
+    return PlainTextResponse(state.metrics.render(internal), media_type=CONTENT_TYPE)
 
 
 def make_state(server_args, core, tokenizer) -> ServerState:

@@ -35,7 +35,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def launch_server(server_args: ServerArgs) -> int:
-    from sgl.runtime.process_utils import kill_process_tree
+    from sgl.utils import kill_process_tree
 
     signals = _StartupSignals()
     signals.install()
@@ -51,7 +51,7 @@ def launch_server(server_args: ServerArgs) -> int:
     finally:
         if core is not None:
             core.shutdown()
-        kill_process_tree(os.getpid())  # nothing this process started may outlive it
+        kill_process_tree(include_parent=False)  # nothing this process started may outlive it
 
 
 async def _serve(server_args: ServerArgs, core, signals: "_StartupSignals") -> int:
@@ -148,8 +148,8 @@ class _StartupSignals:
     def _handle(self, signum: int, frame) -> None:
         if self.serving:
             return
-        from sgl.runtime.process_utils import kill_process_tree
+        from sgl.utils import kill_process_tree
 
         logger.info("Received signal %d during start-up; exiting.", signum)
-        kill_process_tree(os.getpid())
+        kill_process_tree(include_parent=False, grace_s=_GRACEFUL_SHUTDOWN_S)
         os._exit(0)

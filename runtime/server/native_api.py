@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any, AsyncIterator, Dict, List, Optional
+from typing import Any, AsyncIterator, Dict, Optional
 
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
 
 from sgl.runtime.generate_input import GenerateReqInput
 from sgl.runtime.server.errors import ApiError, error_event, error_response
-from sgl.runtime.server.generation import check_fanout, fill_open_max_tokens, generate_once, open_stream
+from sgl.runtime.server.generation import check_fanout, generate_once, open_stream
 from sgl.runtime.server.protocol import AbortRequest, GenerateRequest
 from sgl.runtime.server.responses import DONE, EventStreamResponse, json_response, sse_event
 from sgl.runtime.server.state import ServerState, get_state
@@ -64,7 +64,6 @@ def to_generate_input(body: GenerateRequest, state: ServerState) -> GenerateReqI
     batch = obj.batch_size()  # also validates the prompt fields (ValueError -> 400)
     for sp in params if isinstance(params, list) else [params]:
         check_fanout(batch, sp.get("n", 1))
-    fill_open_max_tokens(obj, state)
     return obj
 
 

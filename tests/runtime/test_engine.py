@@ -109,7 +109,7 @@ def test_bad_sampling_params_raise_and_engine_keeps_serving(engine, params, word
 
 def test_prompt_longer_than_context(engine):
     ctx = engine.core.model_config.context_len
-    with pytest.raises(ValueError, match="longer than the model's context length"):
+    with pytest.raises(ValueError, match="^input_ids: the prompt has .* prompt limit"):
         engine.generate(input_ids=[100] * (ctx + 10), sampling_params=_greedy(2))
     with pytest.raises(ValueError, match="Either text, input_ids"):
         engine.generate(sampling_params=_greedy(2))

@@ -1,4 +1,4 @@
-"""Server pieces that need no model: chat templates, error shapes, metrics exposition, bench math."""
+"""Server pieces that need no model: chat templates, error shapes, bench math."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import pytest
 
 from sgl.runtime.server.chat_templates import BUILTIN_TEMPLATES, render_chat, resolve_chat_template
 from sgl.runtime.server.errors import guess_param, pydantic_error
-from sgl.runtime.server.metrics import Histogram
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
 
@@ -67,17 +66,6 @@ def test_guess_param():
     assert guess_param("top_p must be in (0, 1], got 2.", known) == "top_p"
     assert guess_param("Unknown sampling parameter: 'foo'.", known) == "foo"
     assert guess_param("The input (9000 tokens) is longer", known) is None
-
-
-def test_histogram_is_cumulative():
-    hist = Histogram("sglang:x_seconds", "x", (0.1, 1.0))
-    for v in (0.05, 0.5, 5.0):
-        hist.observe(v)
-    lines = hist.render({"model_name": "m"})
-    assert 'sglang:x_seconds_bucket{model_name="m",le="0.1"} 1' in lines
-    assert 'sglang:x_seconds_bucket{model_name="m",le="1.0"} 2' in lines
-    assert 'sglang:x_seconds_bucket{model_name="m",le="+Inf"} 3' in lines
-    assert "sglang:x_seconds_count{model_name=\"m\"} 3" in lines
 
 
 def test_bench_summary_math():
