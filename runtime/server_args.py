@@ -2,122 +2,202 @@
 
 The CLI (`python -m sgl.launch_server`) is generated from this dataclass: each field becomes
 `--field-name`; booleans that default to False become `store_true` switches; a field's
-`metadata` may carry `choices`, `aliases` and `help`.
+`metadata` carries its one-line `help`, and may carry `choices`, `aliases`, `nargs`,
+`unsupported` (values the runtime cannot honour: `check()` refuses them, so the CLI and
+`sgl.Engine(**kwargs)` both see the error) and `always` (a switch asking for what the runtime
+always does). tests/runtime/test_server_args.py proves every field is read somewhere or refused.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import os
 import random
+import re
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional
 
 
-def _f(default: Any, help: str = "", choices: Optional[list] = None, aliases: tuple = (), nargs=None):
-    meta = {"help": help, "choices": choices, "aliases": aliases, "nargs": nargs}
+@dataclass(frozen=True)
+class Unsupported:
+    """Values of a flag the runtime cannot honour; `check()` refuses them, saying `why`.
+
+    `when` picks the refused values (default: any value other than the field's default);
+    `examples` are refused values the tests try besides generic non-default ones."""
+
+    why: str
+    when: Optional[Callable[[Any], bool]] = None
+    examples: tuple = ()
+
+
+def _f(default: Any, help: str, choices: Optional[list] = None, aliases: tuple = (), nargs=None,
+       unsupported: Optional[Unsupported] = None, always: bool = False):
+    meta = {"help": help, "choices": choices, "aliases": aliases, "nargs": nargs, "unsupported": unsupported,
+            "always": always}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return field(default=default, metadata=meta)
 
 
-LOAD_FORMATS = ["auto", "pt", "safetensors", "npcache", "dummy", "gguf", "bitsandbytes", "layered"]
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+LOAD_FORMATS = ["auto", "pt", "safetensors", "gguf", "dummy"]
 DTYPES = ["auto", "half", "float16", "bfloat16", "float", "float32"]
 KV_DTYPES = ["auto", "fp8_e5m2", "fp8_e4m3"]
 POLICIES = ["lpm", "random", "fcfs", "dfs-weight"]
-ATTENTION_BACKENDS = ["triton", "torch_native", "flashinfer", "hip"]
+ATTENTION_BACKENDS = ["triton", "torch_native"]
+PLANNED_ATTENTION_BACKENDS = ("flashinfer", "hip")
+_LOCAL_ONLY = "models load from local paths only; sgl never downloads from a model hub"
 
 
 @dataclass
 class ServerArgs:
     # Model and tokenizer
-    model_path: Optional[str] = _f(None, "Local HF directory, GGUF file or config dir (dummy). Default: the embedded SmolLM2-135M-Instruct GGUF.")
-    tokenizer_path: Optional[str] = _f(None, "Defaults to the model path.")
-    tokenizer_mode: str = _f("auto", choices=["auto", "slow"])
-    skip_tokenizer_init: bool = _f(False, "Requests send input_ids and receive token_ids.")
-    load_format: str = _f("auto", choices=LOAD_FORMATS)
-    trust_remote_code: bool = _f(False)
-    dtype: str = _f("auto", choices=DTYPES)
-    kv_cache_dtype: str = _f("auto", choices=KV_DTYPES)
-    quantization: Optional[str] = _f(None)
-    context_length: Optional[int] = _f(None, "Override the model's context length.")
-    device: Optional[str] = _f(None, "cuda or cpu; default cuda when available.", choices=["cuda", "cpu"])
-    served_model_name: Optional[str] = _f(None)
-    chat_template: Optional[str] = _f(None, "Built-in template name or a .jinja/.json file.")
-    is_embedding: bool = _f(False)
-    revision: Optional[str] = _f(None)
-    json_model_override_args: str = _f("{}", "JSON merged into the HF config.")
+    model_path: Optional[str] = _f(
+        None, "Local HF directory, .gguf file, or shipped config name (with --load-format dummy). "
+        "Unset: the embedded SmolLM2-135M-Instruct GGUF.")
+    tokenizer_path: Optional[str] = _f(None, "Tokenizer directory or .gguf file. Unset: the model path.")
+    tokenizer_mode: str = _f("auto", "auto: the fast tokenizer when there is one; slow: the Python one.",
+                             choices=["auto", "slow"])
+    skip_tokenizer_init: bool = _f(False, "No tokenizer or detokenizer: requests send input_ids and get token ids back.")
+    load_format: str = _f("auto", "Weight format: auto (from the path: gguf or safetensors), pt, safetensors, gguf, "
+                          "or dummy (random weights, for benchmarks).", choices=LOAD_FORMATS,
+                          unsupported=Unsupported("not built; use auto, pt, safetensors, gguf or dummy",
+                                                  when=lambda v: v in ("npcache", "bitsandbytes", "layered"),
+                                                  examples=("npcache", "bitsandbytes", "layered")))
+    trust_remote_code: bool = _f(False, "Let a model directory's own Python code build its config and tokenizer.")
+    dtype: str = _f("auto", "Weight and activation dtype. auto: float32 on CPU; on GPU bfloat16 for bf16 "
+                    "checkpoints, else float16.", choices=DTYPES)
+    kv_cache_dtype: str = _f("auto", "KV cache dtype. auto: the model dtype; fp8_*: one byte per value, twice the tokens.",
+                             choices=KV_DTYPES)
+    quantization: Optional[str] = _f(
+        None, "Online quantization method. Not built: any value is refused (a GGUF file is dequantized as it loads).",
+        unsupported=Unsupported("online quantization is not built; GGUF checkpoints are dequantized as they load",
+                                examples=("fp8", "awq", "gguf")))
+    context_length: Optional[int] = _f(None, "Override the model's context length. Unset: the model config's.")
+    device: Optional[str] = _f(None, "cuda or cpu. Unset: cuda when available, else cpu.", choices=["cuda", "cpu"])
+    served_model_name: Optional[str] = _f(
+        None, "Model id that /v1/models and the metrics report. Unset: the model's own name (a GGUF file's "
+        "name less its quantization tag, a directory's name, or the shipped config's name).")
+    chat_template: Optional[str] = _f(None, "Built-in template name, .jinja/.json file or Jinja source. "
+                                      "Unset: the tokenizer's.")
+    is_embedding: bool = _f(False, "Serve the model as an embedding model. Not built yet: refused.",
+                            unsupported=Unsupported("embedding models (/encode, /v1/embeddings) are not served yet"))
+    revision: Optional[str] = _f(None, "Model hub revision. Refused: " + _LOCAL_ONLY + ".",
+                                 unsupported=Unsupported(_LOCAL_ONLY))
+    json_model_override_args: str = _f("{}", "JSON object merged into the model's HF config.")
 
     # HTTP
-    host: str = _f("127.0.0.1")
-    port: int = _f(30000)
-    api_key: Optional[str] = _f(None)
+    host: str = _f("127.0.0.1", "HTTP bind address.")
+    port: int = _f(30000, "HTTP port.")
+    api_key: Optional[str] = _f(None, "Require 'Authorization: Bearer KEY' on every route except /health*.")
 
     # Memory and scheduling
     mem_fraction_static: Optional[float] = _f(
-        None, "Fraction of GPU memory for weights + KV cache. Default: measured by a profiling forward at the largest batch."
-    )
-    max_running_requests: Optional[int] = _f(None)
-    max_total_tokens: Optional[int] = _f(None, "Force the KV pool size in tokens.")
-    chunked_prefill_size: Optional[int] = _f(None, "-1 disables chunked prefill.")
-    max_prefill_tokens: int = _f(16384)
-    schedule_policy: str = _f("lpm", choices=POLICIES)
-    schedule_conservativeness: float = _f(1.0)
-    cpu_offload_gb: int = _f(0)
-    prefill_only_one_req: bool = _f(False)
+        None, "GPU memory fraction for weights + KV cache. Unset: measured by a profiling prefill at the largest chunk.")
+    max_running_requests: Optional[int] = _f(None, "Most requests running at once. Unset: derived from the KV pool.")
+    max_total_tokens: Optional[int] = _f(None, "KV pool size in tokens. Unset: measured from free memory.")
+    chunked_prefill_size: Optional[int] = _f(
+        None, "Most prompt tokens per prefill chunk; -1 disables chunking. Unset: 8192 on GPUs of 25 GB or more, else 2048.")
+    max_prefill_tokens: int = _f(16384, "Token budget of one prefill batch (a longer prompt still runs, alone).")
+    schedule_policy: str = _f("lpm", "Waiting-queue order: lpm (longest cached prefix first), dfs-weight, fcfs, random.",
+                              choices=POLICIES)
+    schedule_conservativeness: float = _f(
+        1.0, "Scales the KV reserved for running requests' future tokens; larger admits fewer, retracts less.")
+    cpu_offload_gb: int = _f(0, "GB of weights kept in CPU memory. Not built: only 0 is accepted.",
+                             unsupported=Unsupported("weight offloading is not built; use 0"))
+    prefill_only_one_req: bool = _f(False, "Admit at most one new request per prefill batch.")
 
     # Other runtime options
-    tp_size: int = _f(1, aliases=("--tensor-parallel-size",))
-    stream_interval: int = _f(1)
-    stream_output: bool = _f(False)
-    random_seed: Optional[int] = _f(None)
-    constrained_json_whitespace_pattern: Optional[str] = _f(None)
-    watchdog_timeout: float = _f(300)
-    download_dir: Optional[str] = _f(None)
-    base_gpu_id: int = _f(0)
+    tp_size: int = _f(1, "Tensor-parallel degree. Not built yet: only 1 is accepted.", aliases=("--tensor-parallel-size",),
+                      unsupported=Unsupported("tensor parallelism is not built yet; use 1"))
+    stream_interval: int = _f(1, "Send a stream event every N generated tokens.")
+    stream_output: bool = _f(False, "Stream incremental segments. Not built: streams carry the cumulative text; refused.",
+                             unsupported=Unsupported("streams carry the cumulative text (SGLang v0.4 behaviour)"))
+    random_seed: Optional[int] = _f(None, "Seed of the random number generators. Unset: a random one.")
+    constrained_json_whitespace_pattern: Optional[str] = _f(
+        None, "Regex of the whitespace allowed between JSON tokens under json_schema. Unset: an optional space.")
+    watchdog_timeout: float = _f(300, "Seconds one scheduler step (a forward batch) may run; past that the scheduler "
+                                 "exits and so does the server (exit code 1).")
+    download_dir: Optional[str] = _f(None, "Model hub download directory. Refused: " + _LOCAL_ONLY + ".",
+                                     unsupported=Unsupported(_LOCAL_ONLY))
+    base_gpu_id: int = _f(0, "First GPU to use. Only 0 is accepted: pick GPUs with CUDA_VISIBLE_DEVICES.",
+                          unsupported=Unsupported("the runtime uses the first visible GPU; pick it with CUDA_VISIBLE_DEVICES"))
 
     # Logging
-    log_level: str = _f("info")
-    log_level_http: Optional[str] = _f(None)
-    log_requests: bool = _f(False)
-    show_time_cost: bool = _f(False)
-    enable_metrics: bool = _f(False)
-    decode_log_interval: int = _f(40)
-    file_storage_pth: str = _f("sglang_storage")
-    enable_cache_report: bool = _f(False)
+    log_level: str = _f("info", "Log level of every logger: debug, info, warning or error.")
+    log_level_http: Optional[str] = _f(None, "Uvicorn's log level. Unset: --log-level.")
+    log_requests: bool = _f(False, "Log every request's input and output. Not built yet: refused.",
+                            unsupported=Unsupported("request logging is not built yet"))
+    show_time_cost: bool = _f(False, "Log timing marks. Not built yet: refused.",
+                              unsupported=Unsupported("timing marks are not built yet"))
+    enable_metrics: bool = _f(False, "Serve Prometheus metrics at /metrics.")
+    decode_log_interval: int = _f(40, "Log a 'Decode batch.' line every N decode steps.")
+    file_storage_pth: str = _f("sglang_storage", "Directory for /v1/files uploads. Only the default is accepted: "
+                               "/v1/files is not served.", unsupported=Unsupported("the /v1/files API is not served"))
+    enable_cache_report: bool = _f(False, "Report cached prompt tokens in OpenAI usage (prompt_tokens_details).")
 
     # Data parallelism
-    dp_size: int = _f(1, aliases=("--data-parallel-size",))
-    load_balance_method: str = _f("round_robin", choices=["round_robin", "shortest_queue"])
+    dp_size: int = _f(1, "Data-parallel replicas. Not built yet: only 1 is accepted.", aliases=("--data-parallel-size",),
+                      unsupported=Unsupported("data parallelism is not built yet; use 1"))
+    load_balance_method: str = _f(
+        "round_robin", "Data-parallel dispatch; only the default is accepted, as --dp-size > 1 is not built.",
+        choices=["round_robin", "shortest_queue"],
+        unsupported=Unsupported("it applies to --dp-size > 1, which is not built yet"))
 
     # Kernels and backends
-    attention_backend: Optional[str] = _f(None, choices=ATTENTION_BACKENDS)
-    sampling_backend: Optional[str] = _f(None, choices=["flashinfer", "pytorch"])
-    grammar_backend: str = _f("outlines", choices=["outlines", "xgrammar"])
+    attention_backend: Optional[str] = _f(
+        None, "Attention kernels: triton (GPU) or torch_native. Unset: triton on GPU, torch_native on CPU. "
+        "flashinfer and hip are planned.", choices=ATTENTION_BACKENDS,
+        unsupported=Unsupported("it is planned but not built yet; use triton (GPU) or torch_native",
+                                when=lambda v: v in PLANNED_ATTENTION_BACKENDS, examples=PLANNED_ATTENTION_BACKENDS))
+    sampling_backend: Optional[str] = _f(
+        None, "Sampling kernels: pytorch. Unset: pytorch. flashinfer sampling is not built yet.", choices=["pytorch"],
+        unsupported=Unsupported("flashinfer sampling is not built yet; use pytorch",
+                                when=lambda v: v == "flashinfer", examples=("flashinfer",)))
+    grammar_backend: str = _f(
+        "outlines", "Constrained-decoding engine: outlines (built in) or xgrammar (needs the xgrammar package; adds EBNF).",
+        choices=["outlines", "xgrammar"],
+        unsupported=Unsupported("it needs the xgrammar package (pip install xgrammar); the default outlines backend "
+                                "is built in", when=lambda v: v == "xgrammar" and not _installed("xgrammar")))
 
     # Optimization / debug switches
-    disable_radix_cache: bool = _f(False)
-    disable_jump_forward: bool = _f(False)
-    disable_cuda_graph: bool = _f(False)
-    disable_cuda_graph_padding: bool = _f(False)
-    disable_outlines_disk_cache: bool = _f(False)
-    disable_overlap_schedule: bool = _f(False)
-    enable_mixed_chunk: bool = _f(False)
-    enable_torch_compile: bool = _f(False)
-    torch_compile_max_bs: int = _f(32)
-    cuda_graph_max_bs: Optional[int] = _f(None)
-    cuda_graph_bs: Optional[List[int]] = _f(None, nargs="+")
-    enable_nan_detection: bool = _f(False)
-    triton_attention_reduce_in_fp32: bool = _f(False)
-    triton_attention_num_kv_splits: int = _f(8)
-    num_continuous_decode_steps: int = _f(1)
-    allow_auto_truncate: bool = _f(False)
-    enable_custom_logit_processor: bool = _f(False)
-    return_hidden_states: bool = _f(False)
-    tool_call_parser: Optional[str] = _f(None, choices=["qwen25", "mistral", "llama3"])
-    skip_server_warmup: bool = _f(False)
+    disable_radix_cache: bool = _f(False, "Turn off prefix caching.")
+    disable_jump_forward: bool = _f(False, "Decode text a grammar forces token by token instead of jumping over it.")
+    disable_cuda_graph: bool = _f(False, "Decode without CUDA graphs.")
+    disable_cuda_graph_padding: bool = _f(False, "Replay CUDA graphs only for batch sizes captured exactly.")
+    disable_outlines_disk_cache: bool = _f(
+        False, "Keep compiled grammars off the disk (always so: they are cached in memory only).", always=True)
+    disable_overlap_schedule: bool = _f(False, "Process each step before launching the next (no overlap scheduler).")
+    enable_mixed_chunk: bool = _f(False, "Run the running requests' decode step in the same forward as a prefill.")
+    enable_torch_compile: bool = _f(False, "Compile the CUDA-graph decode with TorchInductor.")
+    torch_compile_max_bs: int = _f(32, "Largest decode batch --enable-torch-compile compiles.")
+    cuda_graph_max_bs: Optional[int] = _f(None, "Largest captured decode batch. Unset: from the GPU's memory.")
+    cuda_graph_bs: Optional[List[int]] = _f(None, "Decode batch sizes to capture. Unset: 1, 2, 4, 8, then steps of 8 "
+                                            "up to the max.", nargs="+")
+    enable_nan_detection: bool = _f(False, "Replace NaN logits before sampling, with a warning.")
+    triton_attention_reduce_in_fp32: bool = _f(
+        False, "Reduce Triton attention in float32 (always so: the kernels accumulate in float32).", always=True)
+    triton_attention_num_kv_splits: int = _f(8, "Most KV splits of the Triton decode-attention kernel.")
+    num_continuous_decode_steps: int = _f(
+        1, "Decode steps per scheduling round. Not built: only 1 is accepted.",
+        unsupported=Unsupported("the scheduler runs one decode step per round; use 1"))
+    allow_auto_truncate: bool = _f(False, "Truncate over-long prompts. Not built: they get a 400; refused.",
+                                   unsupported=Unsupported("over-long prompts are rejected with a 400"))
+    enable_custom_logit_processor: bool = _f(False, "Accept custom logit processors in requests. Not built: refused.",
+                                             unsupported=Unsupported("custom logit processors are not built"))
+    return_hidden_states: bool = _f(False, "Return hidden states in meta_info. Not built: refused.",
+                                    unsupported=Unsupported("hidden states are not returned yet"))
+    tool_call_parser: Optional[str] = _f(
+        None, "Parser of tool calls in chat completions. Not built yet: any value is refused.",
+        unsupported=Unsupported("function calling is not built yet (requests with tools get a 400)",
+                                examples=("qwen25", "mistral", "llama3")))
+    skip_server_warmup: bool = _f(False, "Announce readiness without sending the warm-up request.")
 
     def __post_init__(self) -> None:
         if self.model_path is None:
@@ -127,7 +207,7 @@ class ServerArgs:
         if self.tokenizer_path is None:
             self.tokenizer_path = self.model_path
         if self.served_model_name is None:
-            self.served_model_name = self.model_path
+            self.served_model_name = default_served_model_name(self.model_path)
         if self.random_seed is None:
             self.random_seed = random.randint(0, 1 << 30)
         if self.device is None:
@@ -136,6 +216,9 @@ class ServerArgs:
             self.chunked_prefill_size = _default_chunk_size(self.device)
         if self.attention_backend is None:
             self.attention_backend = "torch_native" if self.device == "cpu" else "triton"
+        if self.sampling_backend is None:
+            # SGLang prefers flashinfer when installed; its sampling is not built here
+            self.sampling_backend = "pytorch"
         if self.device == "cpu":
             self.disable_cuda_graph = True
         if self.model_path.endswith(".gguf") and self.load_format == "auto":
@@ -145,11 +228,12 @@ class ServerArgs:
     def check(self) -> None:
         """Validate values; every failure is a ValueError naming the flag."""
         for f in dataclasses.fields(self):
-            choices = f.metadata.get("choices")
             value = getattr(self, f.name)
+            _refuse_unsupported(f, value)  # before the choices: a planned value gets its own message
+            choices = f.metadata.get("choices")
             if choices and value is not None and value not in choices:
                 raise ValueError(f"--{_flag(f.name)} must be one of {choices}, got {value!r}")
-        _positive(self, "port", "tp_size", "dp_size", "stream_interval", "max_prefill_tokens", "decode_log_interval")
+        _positive(self, "port", "stream_interval", "max_prefill_tokens", "decode_log_interval", "watchdog_timeout")
         if self.mem_fraction_static is not None and not 0.0 < self.mem_fraction_static <= 1.0:
             raise ValueError(f"--mem-fraction-static must be in (0, 1], got {self.mem_fraction_static}")
         if self.schedule_conservativeness <= 0:
@@ -174,9 +258,11 @@ class ServerArgs:
     # ---- CLI ------------------------------------------------------------------------------
     @staticmethod
     def add_cli_args(parser: argparse.ArgumentParser) -> None:
+        """One option per field. Choices are shown but checked by `check()`, not argparse, so a
+        refused value gets the same message from the CLI as from `sgl.Engine(**kwargs)`."""
         for f in dataclasses.fields(ServerArgs):
             names = [f"--{_flag(f.name)}", *f.metadata.get("aliases", ())]
-            kwargs: dict = {"dest": f.name, "help": f.metadata.get("help") or None}
+            kwargs: dict = {"dest": f.name, "help": f.metadata["help"] + " (default: %(default)s)"}
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             if f.type in ("bool", bool) and default is False:
                 parser.add_argument(*names, action="store_true", **kwargs)
@@ -184,7 +270,7 @@ class ServerArgs:
             kwargs["default"] = default
             kwargs["type"] = _cli_type(f.type)
             if f.metadata.get("choices"):
-                kwargs["choices"] = f.metadata["choices"]
+                kwargs["metavar"] = "{" + ",".join(f.metadata["choices"]) + "}"
             if f.metadata.get("nargs"):
                 kwargs["nargs"] = f.metadata["nargs"]
             parser.add_argument(*names, **kwargs)
@@ -200,14 +286,46 @@ class ServerArgs:
         return dataclasses.asdict(self)
 
 
-def prepare_server_args(argv: List[str]) -> ServerArgs:
-    parser = argparse.ArgumentParser(prog="python -m sgl.launch_server")
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m sgl.launch_server",
+                                     description="Serve a model over HTTP (SGLang's native and OpenAI APIs).")
     ServerArgs.add_cli_args(parser)
-    return ServerArgs.from_cli_args(parser.parse_args(argv))
+    return parser
+
+
+def prepare_server_args(argv: List[str]) -> ServerArgs:
+    return ServerArgs.from_cli_args(make_parser().parse_args(argv))
 
 
 def _flag(name: str) -> str:
     return name.replace("_", "-")
+
+
+def _refuse_unsupported(f: dataclasses.Field, value: Any) -> None:
+    rule: Optional[Unsupported] = f.metadata.get("unsupported")
+    if rule is None:
+        return
+    refused = rule.when(value) if rule.when is not None else value != f.default
+    if refused:
+        shown = "" if value is True else f" {value}"
+        raise ValueError(f"--{_flag(f.name)}{shown} is not supported: {rule.why}")
+
+
+# A quantization tag at the end of a GGUF file name ("Model.Q4_1", "model-q4_k_m", "Model.f16").
+_GGUF_QUANT_TAG = re.compile(r"[.\-_](?:I?Q\d\w*|F16|F32|BF16)$", re.IGNORECASE)
+
+
+def default_served_model_name(model_path: str) -> str:
+    """The model's own name: a GGUF file's name less its extension and quantization tag
+    ("SmolLM2-135M-Instruct.Q4_1.gguf" -> "SmolLM2-135M-Instruct"), a directory's base name, or
+    the path as given (a shipped config name such as "llama-3.1-8b")."""
+    if os.path.isfile(model_path):
+        stem = os.path.basename(model_path)
+        stem = stem[: -len(".gguf")] if stem.lower().endswith(".gguf") else stem
+        return _GGUF_QUANT_TAG.sub("", stem) or stem
+    if os.path.isdir(model_path):
+        return os.path.basename(os.path.abspath(model_path))
+    return model_path
 
 
 def _cli_type(type_name: Any):

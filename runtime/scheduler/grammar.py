@@ -36,12 +36,14 @@ def grammar_key(params) -> Optional[Tuple[str, str]]:
 
 
 class GrammarManager:
-    def __init__(self, tokenizer, vocab_size: int, whitespace_pattern: Optional[str], enable_jump_forward: bool):
-        from sgl.runtime.constrained import GrammarBackend
+    def __init__(self, tokenizer, vocab_size: int, whitespace_pattern: Optional[str], enable_jump_forward: bool,
+                 backend: str = "outlines"):
+        """`backend` is --grammar-backend: "outlines" (built in) or "xgrammar" (optional package)."""
+        from sgl.runtime.constrained import create_grammar_backend
 
         self.tokenizer = tokenizer
         self.vocab_size = vocab_size
-        self.backend = GrammarBackend(tokenizer, vocab_size, whitespace_pattern=whitespace_pattern)
+        self.backend = create_grammar_backend(backend, tokenizer, vocab_size, whitespace_pattern=whitespace_pattern)
         self.enable_jump_forward = enable_jump_forward and tokenizer is not None
         self.queue: List[Tuple[Req, object]] = []
         self.num_jumps = 0

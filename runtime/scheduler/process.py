@@ -6,6 +6,7 @@ import logging
 import traceback
 
 from sgl.runtime.process_utils import configure_child_process
+from sgl.runtime.scheduler.watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +29,8 @@ def run_scheduler_process(server_args, port_args, pipe_writer) -> None:
     pipe_writer.send({"status": "ready", **scheduler.internal_state()})
     poller = zmq.Poller()
     poller.register(recv, zmq.POLLIN)
-    scheduler.event_loop(lambda: _drain(recv), send.send_pyobj, lambda: poller.poll(1000))
+    watchdog = Watchdog(server_args.watchdog_timeout).start()
+    scheduler.event_loop(lambda: _drain(recv), send.send_pyobj, lambda: poller.poll(1000), watchdog)
 
 
 def _build(server_args):

@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
 
 import torch
 
 from sgl.runtime.finish_reason import FinishAbort
-from sgl.runtime.mem.chunk_cache import ChunkCache
-from sgl.runtime.mem.radix_cache import RadixCache
+from sgl.runtime.mem.prefix_cache import PrefixCache, create_prefix_cache
 from sgl.runtime.messages import (
     AbortReq,
     BatchTokenIDOut,
@@ -102,7 +102,8 @@ class Scheduler:
         if tokenizer is not None:
             self.grammar = GrammarManager(tokenizer, self.model_config.vocab_size,
                                           server_args.constrained_json_whitespace_pattern,
-                                          enable_jump_forward=not server_args.disable_jump_forward)
+                                          enable_jump_forward=not server_args.disable_jump_forward,
+                                          backend=server_args.grammar_backend)
         self.waiting: List[Req] = []
         self.running: List[Req] = []
         self.chunked_req: Optional[Req] = None
@@ -131,10 +132,8 @@ class Scheduler:
         self.last_gen_tokens = 0
 
     def _init_cache(self) -> None:
-        if self.server_args.disable_radix_cache:
-            self.tree_cache = ChunkCache(self.req_to_token_pool, self.token_to_kv_pool)
-        else:
-            self.tree_cache = RadixCache(self.req_to_token_pool, self.token_to_kv_pool)
+        self.tree_cache: PrefixCache = create_prefix_cache(self.server_args, self.req_to_token_pool,
+                                                           self.token_to_kv_pool)
         chunk = self.server_args.chunked_prefill_size
         self.chunked_prefill_size = None if chunk is None or chunk <= 0 else chunk
 
@@ -277,7 +276,9 @@ class Scheduler:
         outputs = self._process_decode(launched.decode) if launched.decode is not None else []
         return outputs + self._process_extend(launched)
 
-    def event_loop(self, recv: Callable[[], list], send: Callable[[object], None], idle_wait: Callable[[], None]) -> None:
+    def event_loop(self, recv: Callable[[], list], send: Callable[[object], None], idle_wait: Callable[[], None],
+                   watchdog=None) -> None:
+        """Serve until the process ends; `watchdog` (scheduler/watchdog.py) times every step."""
         while True:
             for msg in recv():
                 resp = self.handle(msg)
@@ -286,7 +287,8 @@ class Scheduler:
             if not self.has_work():
                 idle_wait()
                 continue
-            outputs = self.step()
+            with watchdog.step() if watchdog is not None else nullcontext():
+                outputs = self.step()
             if outputs:
                 send(BatchTokenIDOut(outputs))
 
@@ -309,6 +311,8 @@ class Scheduler:
             self.chunked_req = None
         for req in list(self.waiting):
             if num_running + len(adder.can_run) >= self.max_running_requests:
+                break
+            if self.server_args.prefill_only_one_req and adder.can_run:
                 break
             if req.rid in deferred and adder.can_run:
                 continue  # shares a prefix with a request of this batch: next round it hits the cache
@@ -646,6 +650,7 @@ class Scheduler:
         return {
             "max_total_num_tokens": self.max_total_num_tokens,
             "max_req_input_len": self.max_req_input_len,
+            "max_req_len": self.max_req_len,
             "max_running_requests": self.max_running_requests,
             "available_kv_tokens": self.token_to_kv_pool.available_size(),
             "cached_tokens": self.tree_cache.total_size(),
