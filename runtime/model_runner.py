@@ -14,6 +14,7 @@ from typing import List, Optional, Tuple
 
 import torch
 
+from sgl.runtime.attention.base import CudaGraphAttentionBackend, create_attention_backend
 from sgl.runtime.forward_batch import ForwardBatch, ForwardMode
 from sgl.runtime.host_to_device import to_device
 from sgl.runtime.mem.memory_pool import ReqToTokenPool, TokenToKVPool
@@ -133,21 +134,7 @@ class ModelRunner:
         logger.info("KV pool: %d tokens, %d request slots", max_tokens, req_slots + 1)
 
     def _make_attn_backend(self):
-        name = self.server_args.attention_backend
-        if name == "torch_native":
-            from sgl.runtime.attention.torch_native import TorchNativeAttnBackend
-
-            return TorchNativeAttnBackend(self)
-        if name == "triton":
-            try:
-                from sgl.runtime.attention.triton_backend import TritonAttnBackend
-            except ImportError:
-                logger.warning("triton attention backend unavailable; using torch_native")
-                from sgl.runtime.attention.torch_native import TorchNativeAttnBackend
-
-                return TorchNativeAttnBackend(self)
-            return TritonAttnBackend(self)
-        raise ValueError(f"attention backend {name!r} is not available in this build")
+        return create_attention_backend(self.server_args.attention_backend, self)
 
     def _make_cuda_graph_runner(self):
         sa = self.server_args
@@ -155,7 +142,7 @@ class ModelRunner:
             if sa.enable_torch_compile:
                 logger.warning("--enable-torch-compile compiles the CUDA-graph decode path; ignored without CUDA graphs")
             return None
-        if not hasattr(self.attn_backend, "init_cuda_graph_state"):
+        if not isinstance(self.attn_backend, CudaGraphAttentionBackend):
             logger.info("attention backend %s has no CUDA-graph support; decoding eagerly", sa.attention_backend)
             return None
         from sgl.runtime.cuda_graph_runner import CudaGraphRunner
