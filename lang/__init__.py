@@ -46,7 +46,7 @@ _LAZY = {
     "RuntimeEndpoint": ("sgl.backend.runtime_endpoint", "RuntimeEndpoint"),
     "OpenAI": ("sgl.backend.openai", "OpenAI"),
     "EngineBackend": ("sgl.backend.engine", "EngineBackend"),
-    "Engine": ("sgl.runtime.engine", "Engine"),
+    "Engine": ("sgl.runtime.entry.engine", "Engine"),
 }
 
 __all__ = [

@@ -73,5 +73,18 @@ def test_no_root_folder_shadows_an_installed_package():
 
 def test_runtime_imports_from_the_repository_root():
     # transformers 5 imports Hugging Face's `kernels` package; a root folder of that name broke this.
-    code = "import transformers.activations, sgl.runtime.engine, sgl.kernels.rmsnorm"
+    code = "import transformers.activations, sgl.runtime.entry.engine, sgl.kernels.rmsnorm"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=300)
+
+
+def test_architecture_doc_names_every_module():
+    with open(os.path.join(ROOT, "docs", "architecture.md")) as f:
+        doc = f.read()
+    missing = []
+    for folder in ROOTS:
+        for dirpath, _, filenames in os.walk(os.path.join(ROOT, folder)):
+            for name in filenames:
+                path = os.path.join(dirpath, name)
+                if name.endswith(".py") and os.path.getsize(path) and f"`{os.path.relpath(path, ROOT)}`" not in doc:
+                    missing.append(os.path.relpath(path, ROOT))
+    assert not missing, f"docs/architecture.md's module map does not name {missing}"

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Dict, Optional, Protocol, Tuple, runtime_check
 import torch
 
 if TYPE_CHECKING:
-    from sgl.runtime.forward_batch import ForwardBatch
+    from sgl.runtime.executor.forward_batch import ForwardBatch
     from sgl.runtime.layers.attention import RadixAttention
 
 logger = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class AttentionBackend(Protocol):
 
 @runtime_checkable
 class CudaGraphAttentionBackend(AttentionBackend, Protocol):
-    """A backend whose decode forward CUDA graphs can capture (runtime/cuda_graph_runner.py)."""
+    """A backend whose decode forward CUDA graphs can capture (runtime/executor/cuda_graph_runner.py)."""
 
     def init_cuda_graph_state(self, max_bs: int, max_ctx: Optional[int] = None) -> None:
         """Allocate the static buffers of batches up to `max_bs` requests."""

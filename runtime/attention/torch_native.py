@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from sgl.runtime.attention.base import AttentionBackend
 
 if TYPE_CHECKING:
-    from sgl.runtime.forward_batch import ForwardBatch
+    from sgl.runtime.executor.forward_batch import ForwardBatch
     from sgl.runtime.layers.attention import RadixAttention
 
 

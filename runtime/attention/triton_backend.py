@@ -16,7 +16,7 @@ Planning (`init_forward_metadata`):
   mixed step of 465 decodes + 8K prompt tokens took 311 ms on an H200 that way, against ~250 ms
   estimated for the prefill and the decode step run apart; docs/benchmarks.md).
 
-CUDA graphs (decode only), as `runtime/cuda_graph_runner.py` drives them:
+CUDA graphs (decode only), as `runtime/executor/cuda_graph_runner.py` drives them:
 1. `init_cuda_graph_state(max_bs)` once: allocates the split scratch for `max_bs` requests. It does
    not grow with the context: the kernels loop over each request's seq_len.
 2. Per captured batch size bs: `init_forward_metadata_capture_cuda_graph(bs, req_pool_indices,
@@ -46,7 +46,7 @@ from sgl.runtime.attention.base import AttentionBackend
 from sgl.runtime.mem.memory_pool import TokenToKVPool
 
 if TYPE_CHECKING:
-    from sgl.runtime.forward_batch import ForwardBatch
+    from sgl.runtime.executor.forward_batch import ForwardBatch
     from sgl.runtime.layers.attention import RadixAttention
 
 

@@ -87,7 +87,7 @@ def _best(fn, repeats: int, key):
 
 
 def main(argv: Optional[List[str]] = None) -> List[JsonBenchResult]:
-    from sgl.runtime.engine import Engine
+    from sgl.runtime.entry.engine import Engine
 
     parser = argparse.ArgumentParser(prog="python -m sgl.bench_json")
     ServerArgs.add_cli_args(parser)

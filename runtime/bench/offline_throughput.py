@@ -48,7 +48,7 @@ def run(engine, reqs: List[BenchRequest], dataset: str) -> ThroughputResult:
 
 
 def main(argv: Optional[List[str]] = None) -> ThroughputResult:
-    from sgl.runtime.engine import Engine
+    from sgl.runtime.entry.engine import Engine
 
     parser = argparse.ArgumentParser(prog="python -m sgl.bench_offline_throughput")
     ServerArgs.add_cli_args(parser)

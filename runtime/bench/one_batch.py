@@ -58,7 +58,7 @@ def _build_scheduler(server_args: ServerArgs):
 
 
 def run_sgl(sched, bs: int, input_len: int, output_len: int) -> Result:
-    from sgl.runtime.messages import TokenizedGenerateReqInput
+    from sgl.runtime.ipc.messages import TokenizedGenerateReqInput
     from sgl.runtime.sampling.params import SamplingParams
 
     vocab = sched.model_config.vocab_size

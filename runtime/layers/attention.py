@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sgl.runtime.forward_batch import ForwardBatch
+from sgl.runtime.executor.forward_batch import ForwardBatch
 
 
 class RadixAttention(nn.Module):

@@ -11,7 +11,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from sgl.runtime.forward_batch import ForwardBatch
+from sgl.runtime.executor.forward_batch import ForwardBatch
 
 
 class LogitsProcessor(nn.Module):

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig
 
-from sgl.runtime.forward_batch import ForwardBatch
+from sgl.runtime.executor.forward_batch import ForwardBatch
 from sgl.runtime.layers.activation import SiluAndMul
 from sgl.runtime.layers.attention import RadixAttention
 from sgl.runtime.layers.embedding import ParallelLMHead, VocabParallelEmbedding

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from sgl.runtime.model_config import ModelConfig, resolve_dtype, resolve_load_format
+from sgl.runtime.models.model_config import ModelConfig, resolve_dtype, resolve_load_format
 from sgl.runtime.models import gguf_weights
 from sgl.runtime.models.registry import ModelRegistry
 

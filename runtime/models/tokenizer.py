@@ -13,7 +13,7 @@ from typing import Optional
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from sgl.runtime.model_config import resolve_builtin_config
+from sgl.runtime.models.model_config import resolve_builtin_config
 from sgl.runtime.models.gguf_file import gguf_field, is_gguf_file, open_gguf
 
 TOKENIZER_MODES = ("auto", "slow")

@@ -17,7 +17,7 @@ from typing import Collection, Optional, Sequence
 import torch
 
 from sgl.runtime.sampling.params import SamplingParams
-from sgl.runtime.host_to_device import to_device
+from sgl.runtime.executor.host_to_device import to_device
 from sgl.runtime.sampling.penalties import Penalizer
 
 

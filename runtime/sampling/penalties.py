@@ -20,7 +20,7 @@ from typing import Collection, Optional, Sequence
 
 import torch
 
-from sgl.runtime.host_to_device import move, to_device
+from sgl.runtime.executor.host_to_device import move, to_device
 
 # Neutral value per state tensor: what a request that does not use the penalty holds.
 _FILL = {

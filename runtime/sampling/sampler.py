@@ -25,7 +25,7 @@ from typing import Optional, Sequence
 import torch
 
 from sgl.runtime.sampling.batch_info import SamplingBatchInfo
-from sgl.runtime.host_to_device import to_device
+from sgl.runtime.executor.host_to_device import to_device
 
 logger = logging.getLogger(__name__)
 

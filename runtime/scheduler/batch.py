@@ -12,8 +12,8 @@ from typing import List, Optional
 
 import torch
 
-from sgl.runtime.forward_batch import ForwardMode
-from sgl.runtime.host_to_device import to_device
+from sgl.runtime.executor.forward_batch import ForwardMode
+from sgl.runtime.executor.host_to_device import to_device
 from sgl.runtime.scheduler.req import Req
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import traceback
 
-from sgl.runtime.process_utils import configure_child_process
+from sgl.runtime.entry.process_utils import configure_child_process
 from sgl.runtime.scheduler.watchdog import Watchdog
 
 logger = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ from typing import Any, List, Optional
 
 import torch
 
-from sgl.runtime.finish_reason import FinishAbort, FinishLength, FinishMatchedStr, FinishMatchedToken
+from sgl.runtime.sampling.finish_reason import FinishAbort, FinishLength, FinishMatchedStr, FinishMatchedToken
 
 
 class Req:

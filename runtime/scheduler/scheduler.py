@@ -28,9 +28,9 @@ from typing import Callable, List, Optional, Tuple
 
 import torch
 
-from sgl.runtime.finish_reason import FinishAbort
+from sgl.runtime.sampling.finish_reason import FinishAbort
 from sgl.runtime.mem.prefix_cache import PrefixCache, create_prefix_cache
-from sgl.runtime.messages import (
+from sgl.runtime.ipc.messages import (
     AbortReq,
     BatchTokenIDOut,
     FlushCacheReq,
@@ -76,7 +76,7 @@ class Scheduler:
     def __init__(self, server_args: ServerArgs, model_runner=None, tokenizer=None):
         self.server_args = server_args
         if model_runner is None:
-            from sgl.runtime.model_runner import ModelRunner
+            from sgl.runtime.executor.model_runner import ModelRunner
 
             model_runner = ModelRunner(server_args)
         self.model_runner = model_runner

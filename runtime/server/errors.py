@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sgl.runtime.server.responses import ClientDisconnected
-from sgl.runtime.tokenizer_manager import RuntimeDeadError
+from sgl.runtime.tokenizer.tokenizer_manager import RuntimeDeadError
 
 logger = logging.getLogger(__name__)
 

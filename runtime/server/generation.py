@@ -10,7 +10,7 @@ from typing import Any, AsyncIterator, List, Optional, Tuple, Union
 
 from starlette.requests import Request
 
-from sgl.runtime.generate_input import GenerateReqInput
+from sgl.runtime.tokenizer.generate_input import GenerateReqInput
 from sgl.runtime.server.errors import ApiError
 from sgl.runtime.server.responses import until_disconnect
 from sgl.runtime.server.state import ServerState

@@ -41,7 +41,7 @@ def launch_server(server_args: ServerArgs) -> int:
     signals.install()
     core = None
     try:
-        from sgl.runtime.runtime_core import RuntimeCore
+        from sgl.runtime.entry.runtime_core import RuntimeCore
 
         core = RuntimeCore(server_args)
         return asyncio.run(_serve(server_args, core, signals))

@@ -9,7 +9,7 @@ from typing import Any, AsyncIterator, Dict, Optional
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
 
-from sgl.runtime.generate_input import GenerateReqInput
+from sgl.runtime.tokenizer.generate_input import GenerateReqInput
 from sgl.runtime.server.errors import ApiError, error_event, error_response
 from sgl.runtime.server.generation import check_fanout, generate_once, open_stream
 from sgl.runtime.server.protocol import AbortRequest, GenerateRequest

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
-from sgl.runtime.generate_input import GenerateReqInput
+from sgl.runtime.tokenizer.generate_input import GenerateReqInput
 from sgl.runtime.server.chat_templates import render_chat
 from sgl.runtime.server.errors import ApiError
 from sgl.runtime.server.openai_common import (

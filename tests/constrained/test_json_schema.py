@@ -7,7 +7,6 @@ import random
 import re
 from typing import List, Literal, Optional
 
-import jsonschema
 import pytest
 from pydantic import BaseModel, Field
 

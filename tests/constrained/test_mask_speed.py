@@ -1,10 +1,10 @@
 """Mask fill cost per token at vocab 49K (loose bounds: CI machines are noisy; the real
-figures come from ``python -m sgl.runtime.bench_json_mask``)."""
+figures come from ``python -m sgl.runtime.bench.json_mask``)."""
 
 import json
 import time
 
-from sgl.runtime.bench_json_mask import SCHEMAS, percentiles, random_walks, time_replay
+from sgl.runtime.bench.json_mask import SCHEMAS, percentiles, random_walks, time_replay
 
 
 def test_fill_cost_is_a_copy_not_a_vocab_scan(backend):

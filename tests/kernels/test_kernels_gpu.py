@@ -149,7 +149,7 @@ def test_kv_store_casts_like_torch(cuda_gen, kv_dtype):
 def test_backend_matches_torch_native_llama_layout(cuda_gen):
     from sgl.runtime.attention.torch_native import TorchNativeAttnBackend
     from sgl.runtime.attention.triton_backend import TritonAttnBackend
-    from sgl.runtime.forward_batch import ForwardMode
+    from sgl.runtime.executor.forward_batch import ForwardMode
 
     gen = torch.Generator()
     gen.manual_seed(99)

@@ -11,7 +11,7 @@ from sgltest.backend_world import World, compare_layers, fake_runner
 from sgltest.kernel_checks import rel_err
 from sgl.runtime.attention.torch_native import TorchNativeAttnBackend
 from sgl.runtime.attention.triton_backend import TritonAttnBackend
-from sgl.runtime.forward_batch import ForwardMode
+from sgl.runtime.executor.forward_batch import ForwardMode
 
 PREFIX, EXTEND = [0, 7, 20], [5, 13, 1]
 

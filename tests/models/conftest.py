@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
-import torch
 
 
 @pytest.fixture(scope="session")
@@ -17,7 +14,7 @@ def gguf_path() -> str:
 
 @pytest.fixture(scope="session")
 def smol_config(gguf_path):
-    from sgl.runtime.model_config import ModelConfig
+    from sgl.runtime.models.model_config import ModelConfig
 
     return ModelConfig.load(gguf_path, "gguf", device="cpu")
 

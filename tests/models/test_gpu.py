@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sgltest.model_testing import run_logits
-from sgl.runtime.model_config import ModelConfig
+from sgl.runtime.models.model_config import ModelConfig
 from sgl.runtime.models.loader import load_model
 
 pytestmark = [

@@ -14,7 +14,7 @@ from transformers import LlamaForCausalLM as HFLlama
 from transformers import Qwen2ForCausalLM as HFQwen2
 
 from sgltest.model_testing import run_logits
-from sgl.runtime.model_config import ModelConfig, resolve_builtin_config, resolve_dtype
+from sgl.runtime.models.model_config import ModelConfig, resolve_builtin_config, resolve_dtype
 from sgl.runtime.models import default_model
 from sgl.runtime.models.loader import load_model
 from sgl.runtime.models.registry import ModelRegistry

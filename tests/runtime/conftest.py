@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sgl.runtime.model_runner import ModelRunner
+from sgl.runtime.executor.model_runner import ModelRunner
 from sgl.runtime.scheduler.scheduler import Scheduler
 from sgl.runtime.server_args import ServerArgs
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from sgl.runtime.cuda_graph_runner import GIB, capture_batch_sizes, default_cuda_graph_max_bs
+from sgl.runtime.executor.cuda_graph_runner import GIB, capture_batch_sizes, default_cuda_graph_max_bs
 from sgl.runtime.server_args import ServerArgs
 
 

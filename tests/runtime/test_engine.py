@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from sgl.runtime.engine import Engine
+from sgl.runtime.entry.engine import Engine
 
 
 @pytest.fixture(scope="module")

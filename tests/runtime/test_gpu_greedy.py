@@ -32,7 +32,7 @@ def _run_greedy(sched, tokenizer):
 
 @pytest.fixture(scope="module")
 def make_gpu(default_gguf, tokenizer):
-    from sgl.runtime.model_runner import ModelRunner
+    from sgl.runtime.executor.model_runner import ModelRunner
     from sgl.runtime.scheduler.scheduler import Scheduler
     from sgl.runtime.server_args import ServerArgs
 

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from sgl.runtime.generate_input import SingleReq
+from sgl.runtime.tokenizer.generate_input import SingleReq
 from sgl.runtime.server_args import PortArgs
-from sgl.runtime.tokenizer_manager import TokenizerManager
+from sgl.runtime.tokenizer.tokenizer_manager import TokenizerManager
 
 # As a scheduler with context 64 and a larger KV pool reports them: max_req_len = 63,
 # max_req_input_len = 58. So a prompt has at most 57 tokens, prompt + max_new_tokens at most 62.

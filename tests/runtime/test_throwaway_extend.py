@@ -2,7 +2,7 @@
 
 import torch
 
-from sgl.runtime.model_runner import throwaway_extend
+from sgl.runtime.executor.model_runner import throwaway_extend
 
 
 def test_throwaway_extend_with_and_without_prefixes(base_runner):

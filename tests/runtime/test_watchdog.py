@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from sgl.runtime.messages import TokenizedGenerateReqInput
+from sgl.runtime.ipc.messages import TokenizedGenerateReqInput
 from sgl.runtime.scheduler.watchdog import EXIT_CODE, Watchdog
 
 

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from sgl.runtime.detokenize import (
+from sgl.runtime.detokenizer.incremental import (
     DecodeState,
     IncrementalDetokenizer,
     check_stop_str,
@@ -14,7 +14,7 @@ from sgl.runtime.detokenize import (
     trim_matched_ids,
     trim_output,
 )
-from sgl.runtime.finish_reason import FinishLength, FinishMatchedStr, FinishMatchedToken
+from sgl.runtime.sampling.finish_reason import FinishLength, FinishMatchedStr, FinishMatchedToken
 
 TEXTS = [
     "Héllo wörld 😀🎉 你好世界 naïve café — ok",

@@ -2,7 +2,7 @@
 
 import pickle
 
-from sgl.runtime.finish_reason import (
+from sgl.runtime.sampling.finish_reason import (
     FinishAbort,
     FinishLength,
     FinishMatchedStr,

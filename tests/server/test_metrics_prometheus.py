@@ -8,9 +8,9 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sgl.runtime.messages import StrOutput
+from sgl.runtime.ipc.messages import StrOutput
 from sgl.runtime.server.metrics import MetricsCollector
-from sgl.runtime.tokenizer_manager import ReqState
+from sgl.runtime.tokenizer.tokenizer_manager import ReqState
 
 COUNTERS = ["prompt_tokens", "cached_tokens", "generation_tokens", "num_requests"]
 GAUGES = ["num_running_reqs", "num_queue_reqs", "num_used_tokens", "token_usage", "cache_hit_rate", "gen_throughput"]

@@ -69,7 +69,7 @@ def test_guess_param():
 
 
 def test_bench_summary_math():
-    from sgl.runtime.bench_serving import RequestResult, summarize
+    from sgl.runtime.bench.serving import RequestResult, summarize
 
     results = [RequestResult(10, True, 5, ttft=0.1, latency=0.5, itl=[0.1] * 4),
                RequestResult(20, True, 1, ttft=0.2, latency=0.2), RequestResult(5, error="boom")]
@@ -85,7 +85,7 @@ class _DeadTokenizerManager:
     dead_reason = "scheduler process died (exit code -9)"
 
     async def generate_request(self, obj, is_disconnected=None):
-        from sgl.runtime.tokenizer_manager import RuntimeDeadError
+        from sgl.runtime.tokenizer.tokenizer_manager import RuntimeDeadError
 
         raise RuntimeDeadError(self.dead_reason)
         yield  # an async generator, like the real one

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import torch
 
 from sgltest.kernel_checks import rel_err
-from sgl.runtime.forward_batch import ForwardBatch
+from sgl.runtime.executor.forward_batch import ForwardBatch
 from sgl.runtime.layers.attention import RadixAttention
 from sgl.runtime.mem.memory_pool import ReqToTokenPool, TokenToKVPool
 

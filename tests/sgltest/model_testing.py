@@ -8,7 +8,7 @@ from typing import List, Optional
 import torch
 
 from sgl.runtime.attention.base import AttentionBackend
-from sgl.runtime.forward_batch import ForwardBatch, ForwardMode
+from sgl.runtime.executor.forward_batch import ForwardBatch, ForwardMode
 
 
 def dense_causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer) -> torch.Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional
 
-from sgl.runtime.messages import TokenizedGenerateReqInput
+from sgl.runtime.ipc.messages import TokenizedGenerateReqInput
 from sgl.runtime.sampling.params import SamplingParams
 from sgl.runtime.scheduler.scheduler import Scheduler
 

@@ -120,6 +120,6 @@ def _is_runtime_child(pid: int) -> bool:
     """Still one of our runtime processes (not a recycled pid)?"""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return b"sgl.runtime.child" in f.read()
+            return b"sgl.runtime.entry.child" in f.read()
     except OSError:
         return False

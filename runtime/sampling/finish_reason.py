@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Collection, Optional, Sequence
 
-from sgl.runtime.detokenize import check_stop_str
+from sgl.runtime.detokenizer.incremental import check_stop_str
 
 if TYPE_CHECKING:
     from sgl.runtime.sampling.params import SamplingParams

@@ -256,7 +256,6 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
 
 def discover(args: argparse.Namespace) -> None:
     """Fill in the model name and vocab size from the server when not given."""
-    import requests
 
     if args.vocab_size is None:
         args.vocab_size = _get(args, "/get_server_info").get("vocab_size") or DEFAULT_VOCAB

@@ -13,7 +13,7 @@ import atexit
 import threading
 from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Union
 
-from sgl.runtime.generate_input import GenerateReqInput
+from sgl.runtime.tokenizer.generate_input import GenerateReqInput
 from sgl.runtime.server_args import ServerArgs
 
 _END = object()
@@ -21,7 +21,7 @@ _END = object()
 
 class Engine:
     def __init__(self, server_args: Optional[ServerArgs] = None, **kwargs: Any):
-        from sgl.runtime.runtime_core import RuntimeCore
+        from sgl.runtime.entry.runtime_core import RuntimeCore
 
         if server_args is None:
             kwargs.setdefault("log_level", "error")

@@ -15,13 +15,13 @@ from typing import List, Optional, Tuple
 import torch
 
 from sgl.runtime.attention.base import CudaGraphAttentionBackend, create_attention_backend
-from sgl.runtime.forward_batch import ForwardBatch, ForwardMode
-from sgl.runtime.host_to_device import to_device
+from sgl.runtime.executor.forward_batch import ForwardBatch, ForwardMode
+from sgl.runtime.executor.host_to_device import to_device
 from sgl.runtime.mem.memory_pool import ReqToTokenPool, TokenToKVPool
-from sgl.runtime.model_config import ModelConfig
+from sgl.runtime.models.model_config import ModelConfig
 from sgl.runtime.models.loader import load_model
 from sgl.runtime.server_args import ServerArgs
-from sgl.runtime.timing import BusyTimer
+from sgl.runtime.executor.timing import BusyTimer
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ class ModelRunner:
         if not isinstance(self.attn_backend, CudaGraphAttentionBackend):
             logger.info("attention backend %s has no CUDA-graph support; decoding eagerly", sa.attention_backend)
             return None
-        from sgl.runtime.cuda_graph_runner import CudaGraphRunner
+        from sgl.runtime.executor.cuda_graph_runner import CudaGraphRunner
 
         return CudaGraphRunner(self)
 

@@ -13,8 +13,8 @@ logger = logging.getLogger(__name__)
 
 class RuntimeCore:
     def __init__(self, server_args: ServerArgs):
-        from sgl.runtime.model_config import ModelConfig
-        from sgl.runtime.process_utils import configure_logging
+        from sgl.runtime.models.model_config import ModelConfig
+        from sgl.runtime.entry.process_utils import configure_logging
 
         configure_logging(server_args.log_level)
         self.server_args = server_args
@@ -33,8 +33,8 @@ class RuntimeCore:
         """Launch the processes, then create the TokenizerManager on the running loop."""
         import asyncio
 
-        from sgl.runtime.launcher import launch_subprocesses
-        from sgl.runtime.tokenizer_manager import TokenizerManager
+        from sgl.runtime.entry.launcher import launch_subprocesses
+        from sgl.runtime.tokenizer.tokenizer_manager import TokenizerManager
 
         loop = asyncio.get_running_loop()
         self.procs, port_args, self.scheduler_info = await loop.run_in_executor(None, launch_subprocesses, self.server_args)
@@ -48,6 +48,6 @@ class RuntimeCore:
             self.tokenizer_manager.close()
 
     def shutdown(self) -> None:
-        from sgl.runtime.launcher import shutdown_processes
+        from sgl.runtime.entry.launcher import shutdown_processes
 
         shutdown_processes(self.procs)

@@ -1,4 +1,4 @@
-"""Entry point of the runtime's child processes: `python -m sgl.runtime.child scheduler|detokenizer`.
+"""Entry point of the runtime's child processes: `python -m sgl.runtime.entry.child scheduler|detokenizer`.
 
 Children are started with subprocess rather than multiprocessing: multiprocessing's spawn re-runs
 the user's main script in every child, which breaks scripts without a `__main__` guard. The
@@ -23,7 +23,7 @@ def main() -> None:
 
         run_scheduler_process(server_args, port_args, _Reporter(report))
     elif kind == "detokenizer":
-        from sgl.runtime.detokenizer import run_detokenizer_process
+        from sgl.runtime.detokenizer.detokenizer import run_detokenizer_process
 
         run_detokenizer_process(server_args, port_args)
     else:

@@ -17,8 +17,8 @@ from typing import Any, AsyncIterator, Dict, List, Optional
 import zmq
 import zmq.asyncio
 
-from sgl.runtime.generate_input import GenerateReqInput, SingleReq, _new_rid
-from sgl.runtime.messages import (
+from sgl.runtime.tokenizer.generate_input import GenerateReqInput, SingleReq, _new_rid
+from sgl.runtime.ipc.messages import (
     AbortReq,
     BatchStrOut,
     FlushCacheReq,

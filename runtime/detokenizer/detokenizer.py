@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import List, Optional
 
-from sgl.runtime.detokenize import DecodeState, detokenize_batch
-from sgl.runtime.finish_reason import finish_reason_to_json
-from sgl.runtime.messages import BatchStrOut, BatchTokenIDOut, ReqOutput, StrOutput
+from sgl.runtime.detokenizer.incremental import DecodeState, detokenize_batch
+from sgl.runtime.sampling.finish_reason import finish_reason_to_json
+from sgl.runtime.ipc.messages import BatchStrOut, BatchTokenIDOut, ReqOutput, StrOutput
 
 logger = logging.getLogger(__name__)
 MAX_STATES = 65536
@@ -127,7 +127,7 @@ def _accumulate_logprobs(st: _ReqText, out: ReqOutput) -> None:
 def run_detokenizer_process(server_args, port_args) -> None:
     import zmq
 
-    from sgl.runtime.process_utils import configure_child_process
+    from sgl.runtime.entry.process_utils import configure_child_process
 
     configure_child_process("detokenizer", server_args)
     tokenizer = None

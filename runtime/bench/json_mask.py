@@ -1,6 +1,6 @@
 """Per-token vocab-mask cost of JSON-schema decoding, ours beside outlines-core and xgrammar.
 
-    python -m sgl.runtime.bench_json_mask [--samples 8] [--out results.json]
+    python -m sgl.runtime.bench.json_mask [--samples 8] [--out results.json]
 
 For each vocabulary (SmolLM2's 49,152 tokens, and a synthetic 128,256-token one: SmolLM2's
 tokens plus random byte strings) and each schema, token sequences are produced by random walks

@@ -15,12 +15,12 @@ STARTUP_TIMEOUT_S = 600
 
 
 class ChildProcess:
-    """A runtime child process (`python -m sgl.runtime.child KIND`)."""
+    """A runtime child process (`python -m sgl.runtime.entry.child KIND`)."""
 
     def __init__(self, kind: str, server_args: ServerArgs, port_args: PortArgs):
         self.name = kind
         self.popen = subprocess.Popen(
-            python_module_command("sgl.runtime.child", kind),
+            python_module_command("sgl.runtime.entry.child", kind),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         )
         pickle.dump((server_args, port_args), self.popen.stdin)

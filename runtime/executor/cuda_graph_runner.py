@@ -19,7 +19,7 @@ from typing import Dict, List, Optional
 
 import torch
 
-from sgl.runtime.forward_batch import ForwardBatch, ForwardMode
+from sgl.runtime.executor.forward_batch import ForwardBatch, ForwardMode
 
 logger = logging.getLogger(__name__)
 
