@@ -6,7 +6,8 @@ import inspect
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
 
 from sgl.interpreter import ProgramState
-from sgl.sampling import RUN_FIELDS, SglSamplingParams, stop_list, validate
+from sgl.sampling import LOGPROB_FIELDS, RUN_FIELDS, SglSamplingParams, stop_list, validate
+from sgl.runtime.sampling.params import frontend_params
 
 
 class SglFunction:
@@ -33,65 +34,41 @@ class SglFunction:
             raise ValueError(f"bind got arguments {unknown} that {self.__name__} does not take ({self.arg_names})")
         return SglFunction(self.func, self.num_api_spec_tokens, {**self.bind_arguments, **kwargs})
 
-    def run(
-        self,
-        *args: Any,
-        max_new_tokens: int = 128,
-        stop: Optional[Union[str, List[str]]] = None,
-        stop_token_ids: Optional[List[int]] = None,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        top_k: int = -1,
-        min_p: float = 0.0,
-        frequency_penalty: float = 0.0,
-        presence_penalty: float = 0.0,
-        ignore_eos: bool = False,
-        return_logprob: Optional[bool] = None,
-        logprob_start_len: Optional[int] = None,
-        top_logprobs_num: Optional[int] = None,
-        return_text_in_logprobs: Optional[bool] = None,
-        stream: bool = False,
-        backend: Any = None,
-        use_thread: bool = True,
-        **kwargs: Any,
-    ) -> ProgramState:
-        """Run the program once; returns its state at once (values resolve when read)."""
+    def run(self, *args: Any, stream: bool = False, backend: Any = None, use_thread: bool = True,
+            **kwargs: Any) -> ProgramState:
+        """Run the program once; returns its state at once (values resolve when read).
+
+        Keywords named like the run-level sampling parameters (`RUN_SAMPLING_ARGS`: max_new_tokens,
+        temperature, stop, ..., the logprob options) set the defaults of every gen; the other
+        keywords are the program's arguments."""
         from sgl.runner import run_program
 
-        defaults = default_sampling_params(_pick(locals(), RUN_SAMPLING_ARGS))
+        sampling = {name: kwargs.pop(name) for name in RUN_SAMPLING_ARGS if name in kwargs}
+        defaults = default_sampling_params({**RUN_DEFAULTS, **sampling})
         return run_program(self, backend, args, kwargs, defaults, stream, use_thread=use_thread)
 
     def run_batch(
         self,
         batch_kwargs: Sequence[Union[Dict[str, Any], Sequence[Any]]],
         *,
-        max_new_tokens: int = 128,
-        stop: Optional[Union[str, List[str]]] = None,
-        stop_token_ids: Optional[List[int]] = None,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        top_k: int = -1,
-        min_p: float = 0.0,
-        frequency_penalty: float = 0.0,
-        presence_penalty: float = 0.0,
-        ignore_eos: bool = False,
-        return_logprob: Optional[bool] = None,
-        logprob_start_len: Optional[int] = None,
-        top_logprobs_num: Optional[int] = None,
-        return_text_in_logprobs: Optional[bool] = None,
         backend: Any = None,
         num_threads: Union[str, int] = "auto",
         progress_bar: bool = False,
         generator_style: bool = False,
+        **sampling: Any,
     ) -> Union[List[ProgramState], Iterator[ProgramState]]:
-        """Run the program once per argument set; results keep the input order."""
+        """Run the program once per argument set; results keep the input order. Keywords are the
+        run-level sampling parameters, as in `run`."""
         from sgl.runner import run_program_batch
 
+        unknown = sorted(set(sampling) - set(RUN_SAMPLING_ARGS))
+        if unknown:
+            raise ValueError(f"run_batch got unknown keyword arguments {unknown}; it takes {list(RUN_SAMPLING_ARGS)}")
         if not isinstance(batch_kwargs, (list, tuple)):
             raise ValueError(f"batch_kwargs must be a list of dicts or of argument tuples, got {type(batch_kwargs).__name__}")
         if len(batch_kwargs) == 0:
             return iter([]) if generator_style else []
-        defaults = default_sampling_params(_pick(locals(), RUN_SAMPLING_ARGS))
+        defaults = default_sampling_params({**RUN_DEFAULTS, **sampling})
         arguments = self._batch_arguments(batch_kwargs)
         return run_program_batch(self, backend, arguments, defaults, num_threads, progress_bar, generator_style)
 
@@ -137,13 +114,31 @@ class SglFunction:
         return f"SglFunction({self.__name__})"
 
 
-# run()/run_batch() keyword arguments that become the defaults of every gen (from the one table;
-# tests/sampling/test_param_table.py checks the two signatures against it).
+# run()/run_batch() keyword arguments that become the defaults of every gen, and their defaults
+# (from the one table; the two methods' shown signatures are built from these below, and
+# tests/sampling/test_param_table.py checks them against the table).
 RUN_SAMPLING_ARGS = RUN_FIELDS
+RUN_DEFAULTS: Dict[str, Any] = {
+    **{spec.name: spec.default for spec in frontend_params() if spec.name in RUN_FIELDS},
+    **dict.fromkeys(LOGPROB_FIELDS),
+}
 
 
-def _pick(values: Dict[str, Any], names: Sequence[str]) -> Dict[str, Any]:
-    return {name: values[name] for name in names}
+def _show_run_sampling(method: Callable) -> None:
+    """Give `method` the signature users see: its own parameters plus the run-level sampling
+    keywords with their defaults (in place of the `**sampling` that collects them)."""
+    sig = inspect.signature(method)
+    params = list(sig.parameters.values())
+    var_kw = [p for p in params if p.kind is inspect.Parameter.VAR_KEYWORD]
+    shown_kw = var_kw if method.__name__ == "run" else []  # run's **kwargs are the program's arguments
+    sampling = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=RUN_DEFAULTS[name])
+                for name in RUN_SAMPLING_ARGS]
+    own = [p for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    method.__signature__ = sig.replace(parameters=own + sampling + shown_kw)
+
+
+_show_run_sampling(SglFunction.run)
+_show_run_sampling(SglFunction.run_batch)
 
 
 def default_sampling_params(run_kwargs: Dict[str, Any]) -> SglSamplingParams:

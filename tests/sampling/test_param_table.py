@@ -160,3 +160,8 @@ def test_gen_reaches_the_runtime_names():
     srt = node.sampling_params.to_srt_kwargs()
     assert srt == {spec.name: args[spec.public_name] for spec in frontend_params()}
     SamplingParams.from_dict(srt).verify()
+
+
+def test_run_batch_refuses_unknown_keywords():
+    with pytest.raises(ValueError, match="tempreature"):
+        sgl.function(lambda s: None).run_batch([{}], tempreature=0.5)
