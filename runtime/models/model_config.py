@@ -15,7 +15,7 @@ from transformers import AutoConfig, PretrainedConfig
 from sgl.runtime.layers.rotary import rope_params
 from sgl.runtime.models import gguf_file
 
-BUILTIN_CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+BUILTIN_CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")  # runtime/configs
 LOAD_FORMATS = ("auto", "pt", "safetensors", "dummy", "gguf")
 
 _DTYPE_NAMES = {
