@@ -192,8 +192,10 @@ class Scheduler:
         if n == 0:
             return "The input is empty"
         if n >= self.max_req_input_len:
-            return (f"The input ({n} tokens) is longer than the model's context length "
-                    f"({self.max_req_input_len} tokens).")
+            # the tokenizer manager checks this first, in the same words; requests sent to the
+            # scheduler directly (tests, benchmarks) meet this copy
+            return (f"input_ids: the prompt has {n} tokens, more than the prompt limit of this server "
+                    f"({self.max_req_input_len - 1} tokens). Shorten the prompt.")
         if max(req.origin_input_ids) >= self.model_config.vocab_size or min(req.origin_input_ids) < 0:
             return f"input_ids must be in [0, {self.model_config.vocab_size})"
         if req.top_logprobs_num < 0 or req.top_logprobs_num > self.model_config.vocab_size:
