@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Dict, List, Optional
 
 from sgl.runtime.ipc.messages import TokenizedGenerateReqInput
@@ -47,15 +48,26 @@ def submit(sched: Scheduler, tokenizer, rid: str, ids: List[int], **kw) -> None:
     sched.handle(TokenizedGenerateReqInput(rid, None, ids, make_params(tokenizer, **kw), **logprob))
 
 
-def run_all(sched: Scheduler, max_steps: int = 100000) -> Dict[str, dict]:
-    """Step until idle, checking KV integrity after every step; collect per-request results."""
+def run_all(sched: Scheduler, max_steps: int = 100000, timeout_s: float = 600.0) -> Dict[str, dict]:
+    """Step until idle, checking KV integrity after every step; collect per-request results.
+
+    `max_steps` bounds the steps that had a request to run; while only grammars are compiling (on
+    the grammar backend's threads, for as long as the machine's load makes it take) the loop
+    waits instead, within `timeout_s`."""
     results: Dict[str, dict] = {}
-    for _ in range(max_steps):
-        if not sched.has_work():
-            break
-        collect(results, sched.step())
+    deadline = time.monotonic() + timeout_s
+    steps = 0
+    while sched.has_work() and steps < max_steps and time.monotonic() < deadline:
+        compiling_only = not (sched.waiting or sched.running or sched.chunked_req) and sched.grammar is not None \
+            and bool(sched.grammar.queue)
+        outs = sched.step()
+        collect(results, outs)
         sched.check_integrity()
-    assert not sched.has_work(), "scheduler did not drain"
+        if compiling_only and not outs:
+            time.sleep(0.005)
+        else:
+            steps += 1
+    assert not sched.has_work(), f"scheduler did not drain ({steps} steps)"
     return results
 
 
