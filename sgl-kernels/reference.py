@@ -115,6 +115,20 @@ def silu_and_mul_ref(x: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.silu(gate.float()).to(x.dtype) * up
 
 
+def apply_token_bitmask_rows_ref(logits: torch.Tensor, bitmask: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """A masked copy of ``logits``: ``out[rows[i], t] = -inf`` where bit ``t % 32`` of word
+    ``t // 32`` of ``bitmask[i]`` is clear (ids past the mask's words are blocked)."""
+    out = logits.clone()
+    words = bitmask.shape[1]
+    for i, row in enumerate(rows.tolist()):
+        for t in range(logits.shape[1]):
+            word = t // 32
+            allowed = word < words and (int(bitmask[i, word]) >> (t % 32)) & 1
+            if not allowed:
+                out[row, t] = float("-inf")
+    return out
+
+
 def random_req_to_token(seq_lens: Sequence[int], rows: int, max_ctx: int, num_slots: int,
                         generator: Optional[torch.Generator] = None) -> Tuple[torch.Tensor, list]:
     """A req_to_token table whose requests own disjoint, randomly scattered KV slots (1..num_slots;

@@ -1,5 +1,11 @@
 """`python -m sgl.bench_json`: the cost of JSON-schema decoding, and what jump-forward saves.
 
+With `--batch-mix`: what constrained requests cost the batch they run in. One engine runs 64
+greedy `ignore_eos` requests of 128 new tokens (sizes set by --batch-size / --max-new-tokens) as
+all free text; 63 free + 1 regex; 63 free + 1 JSON schema with a free string; all under that
+schema; then a second engine without the overlap scheduler runs the all-free batch. Best of
+--repeats, grammars compiled by a warm-up first.
+
 Three runs of the same batch through sgl.Engine, in one process:
 1. constrained by a JSON schema, jump-forward off: the grammar's mask cost alone;
 2. unconstrained, each request forced (ignore_eos) to the length run 1 produced: the baseline;
@@ -82,6 +88,58 @@ def combine(off: dict, t_on: float) -> JsonBenchResult:
     return JsonBenchResult(off["bs"], c_ms, u_ms, c_ms / u_ms - 1, t_on, off["t_off"], off["t_off"] / t_on, off["tokens"])
 
 
+MIX_REGEX = "[a-z ]{120,200}"
+FREE_STRING_SCHEMA = {"type": "object", "properties": {"story": {"type": "string", "maxLength": 600}},
+                      "required": ["story"]}
+MIX_PROMPT = "Write a short story about a lighthouse keeper."
+
+
+@dataclasses.dataclass
+class MixRow:
+    name: str
+    seconds: float
+    output_tokens: int
+    vs_all_free: float  # seconds / all-free seconds
+
+
+def mix_params(bs: int, max_new: int, constrained: int, kind: str, schema: dict) -> List[dict]:
+    """`constrained` requests of `kind` ("regex" or "json") first, the rest free text."""
+    base = {"max_new_tokens": max_new, "temperature": 0, "ignore_eos": True}
+    extra = {"regex": MIX_REGEX} if kind == "regex" else {"json_schema": json.dumps(schema)}
+    return [dict(base, **extra) if i < constrained else dict(base) for i in range(bs)]
+
+
+def batch_mix(engine, bs: int, max_new: int, repeats: int, schema: dict = FREE_STRING_SCHEMA) -> List[tuple]:
+    """(name, seconds, output tokens) of each mix, best of `repeats`."""
+    mixes = [("all free", 0, "json"), ("1 regex + free", 1, "regex"), ("1 json + free", 1, "json"),
+             ("all json", bs, "json")]
+    _timed(engine, [MIX_PROMPT] * 2, mix_params(2, 8, 1, "regex", schema) + mix_params(1, 8, 1, "json", schema))
+    rows = []
+    for name, n, kind in mixes:
+        params = mix_params(bs, max_new, n, kind, schema)
+        t, outs = _best(lambda: _timed(engine, [MIX_PROMPT] * bs, params), repeats, lambda r: r[0])
+        rows.append((name, t, sum(o["meta_info"]["completion_tokens"] for o in outs)))
+    return rows
+
+
+def run_batch_mix(base: ServerArgs, bs: int, max_new: int, repeats: int, schema: dict = FREE_STRING_SCHEMA) -> List[MixRow]:
+    from sgl.runtime.entry.engine import Engine
+
+    with Engine(server_args=base) as engine:
+        rows = batch_mix(engine, bs, max_new, repeats, schema)
+    with Engine(server_args=dataclasses.replace(base, disable_overlap_schedule=True)) as plain:
+        params = mix_params(bs, max_new, 0, "json", schema)
+        t, outs = _best(lambda: _timed(plain, [MIX_PROMPT] * bs, params), repeats, lambda r: r[0])
+        rows.append(("all free, no overlap", t, sum(o["meta_info"]["completion_tokens"] for o in outs)))
+    free = rows[0][1]
+    result = [MixRow(name, t, n, t / free) for name, t, n in rows]
+    print(f"batch {bs} x {max_new} new tokens, greedy, ignore_eos, best of {repeats}")
+    print(f"{'mix':<24}{'seconds':>9}{'out tokens':>12}{'vs free':>9}")
+    for r in result:
+        print(f"{r.name:<24}{r.seconds:>9.3f}{r.output_tokens:>12}{r.vs_all_free:>8.2f}x")
+    return result
+
+
 def _best(fn, repeats: int, key):
     return min((fn() for _ in range(repeats)), key=key)
 
@@ -96,9 +154,16 @@ def main(argv: Optional[List[str]] = None) -> List[JsonBenchResult]:
     parser.add_argument("--schema-file", default=None, help="a JSON schema file (default: long fixed keys)")
     parser.add_argument("--repeats", type=int, default=3, help="best of N for each measurement")
     parser.add_argument("--result-filename", default=None)
+    parser.add_argument("--batch-mix", action="store_true",
+                        help="time free, regex and JSON requests batched together (module docstring)")
     args = parser.parse_args(argv)
     schema = json.load(open(args.schema_file)) if args.schema_file else LONG_KEY_SCHEMA
     base = ServerArgs.from_cli_args(args)
+    if args.batch_mix:
+        mix_schema = schema if args.schema_file else FREE_STRING_SCHEMA
+        results = run_batch_mix(base, args.batch_size[0], args.max_new_tokens, args.repeats, mix_schema)
+        _write(args.result_filename, results)
+        return results
     # One engine at a time: each sizes its KV pool from the free GPU memory.
     with Engine(server_args=dataclasses.replace(base, disable_jump_forward=True)) as off:
         measure_off(off, 1, schema, 16)  # warm-up: compile the grammar, fill caches
@@ -114,11 +179,15 @@ def main(argv: Optional[List[str]] = None) -> List[JsonBenchResult]:
         print(f"{r.batch_size:>4}{r.constrained_ms_per_token:>13.3f}{r.unconstrained_ms_per_token:>14.3f}"
               f"{100 * r.mask_overhead:>9.1f}%{r.jump_forward_seconds:>9.3f}{r.no_jump_seconds:>10.3f}"
               f"{r.jump_forward_speedup:>11.2f}x")
-    if args.result_filename:
-        with open(args.result_filename, "a") as f:
+    _write(args.result_filename, results)
+    return results
+
+
+def _write(filename: Optional[str], results) -> None:
+    if filename:
+        with open(filename, "a") as f:
             for r in results:
                 f.write(json.dumps(dataclasses.asdict(r)) + "\n")
-    return results
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ __all__ = [
     "allocate_token_bitmask",
     "unpack_bitmask",
     "apply_token_bitmask_",
+    "apply_token_bitmask_rows_",
     "bitmask_from_allowed",
     "copy_row_",
 ]
@@ -85,6 +86,29 @@ def apply_token_bitmask_(logits: torch.Tensor, bitmask: torch.Tensor) -> None:
         bitmask = bitmask.to(logits.device, non_blocking=True)
     allowed = unpack_bitmask(bitmask, logits.shape[1])
     logits.masked_fill_(~allowed, float("-inf"))
+
+
+def apply_token_bitmask_rows_(logits: torch.Tensor, bitmask: torch.Tensor, rows: torch.Tensor) -> None:
+    """Row ``i`` of ``bitmask [n, words]`` masks row ``rows[i]`` of ``logits``, in place; other
+    rows are untouched. On CUDA one Triton kernel (``sgl.kernels.token_bitmask``) does the whole
+    step; elsewhere the constrained rows are gathered, masked and written back."""
+    if bitmask.device != logits.device:
+        bitmask = bitmask.to(logits.device, non_blocking=True)
+    if rows.device != logits.device:
+        rows = rows.to(logits.device, non_blocking=True)
+    from sgl.kernels.utils import use_triton
+
+    if use_triton(logits):
+        from sgl.kernels.token_bitmask import apply_token_bitmask_rows_ as kernel
+
+        kernel(logits, bitmask, rows)
+        return
+    if bitmask.shape[0] != rows.shape[0]:
+        raise ValueError(f"bitmask has {bitmask.shape[0]} rows for {rows.shape[0]} row indices")
+    rows = rows.long()
+    sub = logits.index_select(0, rows)
+    sub.masked_fill_(~unpack_bitmask(bitmask, logits.shape[1]), float("-inf"))
+    logits.index_copy_(0, rows, sub)
 
 
 def bitmask_from_allowed(allowed: Union[torch.Tensor, Iterable[int]], vocab_size: int) -> torch.Tensor:

@@ -43,7 +43,9 @@ class GrammarManager:
 
         self.tokenizer = tokenizer
         self.vocab_size = vocab_size
-        self.backend = create_grammar_backend(backend, tokenizer, vocab_size, whitespace_pattern=whitespace_pattern)
+        # isolate: a grammar whose automaton needs too much memory fails its request, not the scheduler
+        self.backend = create_grammar_backend(backend, tokenizer, vocab_size, whitespace_pattern=whitespace_pattern,
+                                              isolate=True)
         self.enable_jump_forward = enable_jump_forward and tokenizer is not None
         self.queue: List[Tuple[Req, object]] = []
         self.num_jumps = 0
@@ -83,22 +85,32 @@ class GrammarManager:
         self.backend.reset()
 
     # ---- masks ----------------------------------------------------------------------------
-    def vocab_mask(self, reqs: Sequence[Req], device) -> Optional[torch.Tensor]:
-        """One packed bitmask for the batch (bit set = allowed), or None when nothing is constrained."""
-        if not any(r.grammar is not None for r in reqs):
-            return None
-        from sgl.runtime.constrained import BaseGrammar
+    def apply_masks(self, reqs: Sequence[Req], logits: torch.Tensor, skip: Optional[Sequence[bool]] = None) -> None:
+        """Mask, in place, the rows of ``logits`` whose request has a grammar (blocked -> -inf).
 
-        mask = BaseGrammar.allocate_vocab_mask(self.vocab_size, len(reqs))
-        for row, req in enumerate(reqs):
-            if req.grammar is None:
-                continue
+        Only constrained rows are filled and touched: one packed row each on the host, then one
+        kernel on the device, so a constrained request costs its own row, not the batch's.
+        ``skip[i]`` leaves row i unmasked (its token will be dropped: a request that finished or
+        was jumped forward while this batch was in flight)."""
+        rows = [i for i, r in enumerate(reqs) if r.grammar is not None and not (skip is not None and skip[i])]
+        if not rows:
+            return
+        from sgl.runtime.constrained import BaseGrammar
+        from sgl.runtime.constrained.vocab_mask import apply_token_bitmask_rows_
+
+        mask = BaseGrammar.allocate_vocab_mask(self.vocab_size, len(rows))
+        for j, i in enumerate(rows):
+            req = reqs[i]
             canonical = self._forced_canonical(req)
             if canonical is not None and canonical[: len(req.output_ids)] == req.output_ids:
-                _allow_only(mask, row, canonical[len(req.output_ids)])
+                _allow_only(mask, j, canonical[len(req.output_ids)])
             else:
-                req.grammar.fill_vocab_mask(mask, row)
-        return BaseGrammar.move_vocab_mask(mask, device)
+                req.grammar.fill_vocab_mask(mask, j)
+        index = torch.tensor(rows, dtype=torch.int32)
+        if logits.is_cuda:
+            index = index.pin_memory()
+        with torch.inference_mode():  # the forward's logits are inference tensors
+            apply_token_bitmask_rows_(logits, BaseGrammar.move_vocab_mask(mask, logits.device), index)
 
     def _forced_canonical(self, req: Req) -> Optional[List[int]]:
         """Output + forced text in the tokenizer's own tokens, when the state forces text.
@@ -117,14 +129,6 @@ class GrammarManager:
         if canonical is None or len(canonical) <= len(req.output_ids):
             return None
         return canonical
-
-    @staticmethod
-    def apply(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        from sgl.runtime.constrained import BaseGrammar
-
-        logits = logits.clone()
-        BaseGrammar.apply_vocab_mask(logits, mask)
-        return logits
 
     @staticmethod
     def accept(req: Req, token: int) -> None:

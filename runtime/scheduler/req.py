@@ -60,6 +60,9 @@ class Req:
         # rewritten by jump-forward (sent whole to the detokenizer)
         self.num_sampling_forwards = 0
         self.rewrite = False
+        # bumped when jump-forward rewrites the output: a decode batch launched before that holds
+        # a token for the old output, which is dropped
+        self.epoch = 0
 
         # streaming bookkeeping
         self.send_offset = 0
@@ -114,6 +117,10 @@ class Req:
             return
         last = self.output_ids[-1]
         if not sp.ignore_eos and (last in (sp.stop_token_ids or ()) or last in eos_token_ids):
+            self.finished_reason = FinishMatchedToken(matched=last)
+            return
+        if self.grammar is not None and self.grammar.is_terminated():
+            # the grammar took its end token: nothing more can follow, ignore_eos or not
             self.finished_reason = FinishMatchedToken(matched=last)
             return
         if sp.stop_strs and tokenizer is not None:

@@ -13,9 +13,14 @@ decode batch takes its input ids from a device-side future map (`future_ids`) wh
 previous step's sampled tokens were written. Consequences, all invisible in the results:
 a request that finishes at step k has already been launched in step k+1, whose token for it is
 dropped (its KV slot is freed with the rest of the request); newly prefilled requests join the
-decode batch once their first token is read. Steps fall back to launch-then-process while a
-running request is constrained (its vocab mask and jump-forward need the accepted token) or
-when decode could run out of KV slots (retraction needs every token on the host).
+decode batch once their first token is read. Steps fall back to launch-then-process only when
+decode could run out of KV slots (retraction needs every token on the host).
+
+Constrained requests keep the overlap: a decode batch holding one is launched with its sampling
+deferred (`Launched.sample` is None); the host processes batch k (accepting its tokens into the
+grammars, jumping forward) while the device runs forward k+1, then fills k+1's vocab masks and
+enqueues its sampling. A request jumped forward in between has moved on (`Req.epoch`), so the
+token batch k+1 sampled for it is dropped, like a finished request's.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import logging
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -66,10 +71,11 @@ class Launched:
 
     batch: ScheduleBatch
     logits: object  # LogitsOutput
-    sample: SampleResult
+    sample: Optional[SampleResult]  # None: decode sampling deferred until the grammars are current
     partial: Optional[List[bool]]  # extend: requests with more prompt chunks to come; None = decode
     future_base: int = -1  # decode under overlap: first future-map slot of this batch's tokens
     decode: Optional["Launched"] = None  # mixed chunked prefill: the decode step in the same forward
+    epochs: Optional[List[int]] = None  # decode: each request's Req.epoch at launch
 
 
 class Scheduler:
@@ -237,6 +243,7 @@ class Scheduler:
         if self._inflight is not None:
             self.num_overlapped_steps += launched is not None
             outputs += self._process(self._inflight)
+        self._sample_deferred(launched)
         self._inflight = launched
         if launched is not None and not self.enable_overlap:
             outputs += self._process(launched)
@@ -244,11 +251,20 @@ class Scheduler:
         pending, self._pending_outputs = self._pending_outputs, []
         return pending + outputs
 
+    def _drop_finished_inflight(self) -> None:
+        """Retire an in-flight decode step whose requests have all finished (the overlap
+        scheduler launches one past the last token; its tokens are dropped anyway), so a flush
+        right after the last result is not refused as pending work."""
+        inflight = self._inflight
+        if inflight is None or inflight.partial is not None or self.waiting or self.running or self.chunked_req:
+            return
+        if all(r.finished() for r in inflight.batch.reqs):
+            self._pending_outputs += self._process(inflight)
+            self._inflight = None
+
     def _can_overlap(self) -> bool:
         """Whether the next batch may be launched before the in-flight one is processed."""
         if not self.enable_overlap:
-            return False
-        if any(r.grammar is not None for r in self.running):
             return False
         free = self.token_to_kv_pool.available_size() + self.tree_cache.evictable_size()
         return free >= 2 * len(self.running)
@@ -357,7 +373,7 @@ class Scheduler:
         if logits is None:
             logits = self.model_runner.forward(batch)
         partial = [req.is_chunked > 0 for req in batch.reqs]
-        sample = self.sampler.sample(batch.reqs, self._masked(batch.reqs, logits.next_token_logits), skip=partial)
+        sample = self.sampler.sample(batch.reqs, self._masked(batch.reqs, logits.next_token_logits, partial), skip=partial)
         # Neither step needs the sampled token, so both happen at launch (the KV they insert is
         # enqueued before any later batch can read it): a chunk's bookkeeping, so the next chunk can
         # be launched; and the prompt of every prefilled request goes into the prefix cache now, so
@@ -428,24 +444,44 @@ class Scheduler:
             batch = self._decode_batch()
         if logits is None:
             logits = self.model_runner.forward(batch)
-        sample = self.sampler.sample(batch.reqs, self._masked(batch.reqs, logits.next_token_logits))
-        launched = Launched(batch, logits, sample, None)
-        if self.enable_overlap:
-            launched.future_base = self._publish_futures(batch.reqs, sample)
+        launched = Launched(batch, logits, None, None, epochs=[r.epoch for r in batch.reqs])
+        # The in-flight batch's tokens are not yet in the grammars: sample after processing it.
+        defer = self._inflight is not None and any(r.grammar is not None for r in batch.reqs)
+        if not defer:
+            self._sample_decode(launched)
         self.decode_steps += 1
         if self.decode_steps % PREFILL_RETRY_STEPS == 0:
             self._prefill_blocked = False  # the shrinking decode reservation may have made room
         self.new_token_ratio = max(self.new_token_ratio - self.new_token_ratio_decay, self.min_new_token_ratio)
         return launched
 
-    def _publish_futures(self, reqs: List[Req], sample: SampleResult) -> int:
+    def _sample_decode(self, launched: Launched) -> None:
+        """Mask and sample a decode step; rows of requests that moved on since launch are left
+        unmasked and get no future slot (their tokens are dropped)."""
+        reqs = launched.batch.reqs
+        stale = [r.finished() or r.epoch != e for r, e in zip(reqs, launched.epochs)]
+        logits = self._masked(reqs, launched.logits.next_token_logits, stale)
+        launched.sample = self.sampler.sample(reqs, logits)
+        if self.enable_overlap:
+            launched.future_base = self._publish_futures(reqs, launched.sample, stale)
+
+    def _sample_deferred(self, launched: Optional[Launched]) -> None:
+        """Sample the decode part of `launched` if its launch deferred it (the grammars are current now)."""
+        if launched is None:
+            return
+        for part in (launched, launched.decode):
+            if part is not None and part.sample is None:
+                self._sample_decode(part)
+
+    def _publish_futures(self, reqs: List[Req], sample: SampleResult, stale: Sequence[bool]) -> int:
         """Write the step's sampled ids into the future map, so the next decode reads them on the device."""
         bs = len(reqs)
         base = self._future_ct if self._future_ct + bs <= self._future_cap else 0
         self.future_ids[base : base + bs] = sample.out.next_token_ids
         self._future_ct = base + bs
         for i, req in enumerate(reqs):
-            req.future_slot = base + i
+            if not stale[i]:
+                req.future_slot = base + i
         return base
 
     def _process_decode(self, launched: Launched) -> List[ReqOutput]:
@@ -454,8 +490,8 @@ class Scheduler:
         for i, req in enumerate(batch.reqs):
             if req.future_slot == launched.future_base + i:
                 req.future_slot = None
-            if req.finished():
-                continue  # finished in the step before: this extra token is dropped
+            if req.finished() or req.epoch != launched.epochs[i]:
+                continue  # finished (or jumped forward) in the step before: this extra token is dropped
             self._append_token(req, sample, i)
             outputs += self._after_token(req)
         self.running = [r for r in self.running if not r.finished()]
@@ -509,9 +545,11 @@ class Scheduler:
         req.reset_for_retract()
 
     # ---- results ------------------------------------------------------------------------
-    def _masked(self, reqs: List[Req], logits: torch.Tensor) -> torch.Tensor:
-        mask = self.grammar.vocab_mask(reqs, logits.device) if self.grammar is not None else None
-        return logits if mask is None else GrammarManager.apply(logits, mask)
+    def _masked(self, reqs: List[Req], logits: torch.Tensor, skip: Optional[Sequence[bool]] = None) -> torch.Tensor:
+        """`logits` with the constrained rows masked in place."""
+        if self.grammar is not None:
+            self.grammar.apply_masks(reqs, logits, skip)
+        return logits
 
     def _jump_forward(self) -> None:
         """Append text the grammar forces and re-prefill it in one extend instead of decoding it."""
@@ -529,6 +567,7 @@ class Scheduler:
             self.tree_cache.cache_finished_req(req, req.origin_input_ids + old[:keep])
             req.reset_for_retract()
             req.output_ids, req.rewrite = new_ids, True
+            req.epoch += 1  # a decode batch still in flight holds a token for the old output
             self.running.remove(req)
             self.waiting.insert(0, req)
             self._prefill_blocked = False
@@ -609,6 +648,7 @@ class Scheduler:
 
     # ---- control ------------------------------------------------------------------------
     def flush_cache(self) -> bool:
+        self._drop_finished_inflight()
         if (self.waiting or self.running or self.chunked_req or self._inflight is not None
                 or (self.grammar is not None and self.grammar.queue)):
             logger.warning("Cache not flushed because there are pending requests.")

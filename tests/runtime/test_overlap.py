@@ -1,6 +1,9 @@
 """The overlap scheduler gives exactly the results of the plain one: greedy, seeded sampling,
 penalties, stop strings, EOS, logprobs, requests arriving mid-run, aborts, chunked prefill,
-retraction and constrained requests (which fall back to launch-then-process)."""
+retraction and constrained requests (masks filled while the next forward runs, jump-forward
+dropping the in-flight token)."""
+
+import json
 
 import pytest
 
@@ -33,20 +36,32 @@ def test_overlap_with_retraction(make_scheduler, tokenizer):
 
 
 def test_overlap_with_constrained(make_scheduler, tokenizer):
+    """Constrained requests keep the overlap (sampling deferred until the grammars hold the
+    in-flight tokens) and give the plain scheduler's tokens, jump-forward included."""
     ids = [tokenizer.encode(p) for p in PROMPTS]
-    runs = []
+    schema = json.dumps({"type": "object", "properties": {
+        "city": {"type": "string", "maxLength": 12}, "population_in_millions": {"type": "integer"},
+        "is_capital": {"type": "boolean"}}, "required": ["city", "population_in_millions", "is_capital"]})
+    runs, scheds = [], []
     for disable in (True, False):
         sched = make_scheduler(disable_overlap_schedule=disable)
-        submit(sched, tokenizer, "plain", ids[0], max_new_tokens=16, temperature=0, ignore_eos=True)
+        submit(sched, tokenizer, "plain", ids[0], max_new_tokens=40, temperature=0, ignore_eos=True)
         submit(sched, tokenizer, "regex", ids[5], max_new_tokens=16, temperature=0,
                regex=r"(100|[1-9][0-9]?) degrees")
+        submit(sched, tokenizer, "json", ids[1], max_new_tokens=80, temperature=0, json_schema=schema)
         runs.append(run_all(sched))
-        if grammar_wait := sched.grammar:
-            assert not grammar_wait.queue
-    assert runs[0]["plain"]["ids"] == runs[1]["plain"]["ids"]
-    assert runs[0]["regex"]["ids"] == runs[1]["regex"]["ids"]
+        scheds.append(sched)
+        assert not sched.grammar.queue
+    for rid in ("plain", "regex", "json"):
+        assert runs[0][rid]["ids"] == runs[1][rid]["ids"], rid
     text = tokenizer.decode(runs[1]["regex"]["ids"], skip_special_tokens=True)
     assert text.endswith(" degrees"), text
+    doc = json.loads(tokenizer.decode(runs[1]["json"]["ids"], skip_special_tokens=True))
+    assert set(doc) == {"city", "population_in_millions", "is_capital"}
+    plain, overlap = scheds
+    assert overlap.grammar.num_jumps == plain.grammar.num_jumps > 0, "the schema's keys were not jumped over"
+    assert overlap.num_overlapped_steps > 10, "constrained requests turned the overlap off"
+    overlap.check_integrity()
 
 
 def test_abort_while_prefill_in_flight(make_scheduler, tokenizer):
