@@ -16,13 +16,17 @@ def create_grammar_backend(
     whitespace_pattern: Optional[str] = None,
     num_threads: int = 4,
     eos_token_ids: Optional[Sequence[int]] = None,
+    isolate: bool = False,
     **kwargs,
 ) -> BaseGrammarBackend:
-    """``name`` is "outlines" (default, outlines-core) or "xgrammar" (needs the package; adds EBNF)."""
+    """``name`` is "outlines" (default, outlines-core) or "xgrammar" (needs the package; adds EBNF).
+    ``isolate``: outlines builds its token indexes in memory-capped worker processes (the server
+    does; xgrammar's compiler bounds its own work)."""
     if name == "outlines":
         from .outlines_backend import GrammarBackend
 
         cls = GrammarBackend
+        kwargs["isolate"] = isolate
     elif name == "xgrammar":
         from .xgrammar_backend import XGrammarBackend
 

@@ -12,6 +12,7 @@ import torch
 
 from .base import BaseGrammar, BaseGrammarBackend
 from .builtin_regex import choices_regex
+from .index_worker import IndexBuilder
 from .json_schema import json_schema_to_regex
 from .jump_forward import utf8_complete_prefix
 from .regex_fsm import OutlinesVocabulary, RegexIndex
@@ -150,7 +151,10 @@ class GrammarBackend(BaseGrammarBackend):
         compile_timeout_s: Optional[float] = 60.0,
         eos_token_ids: Optional[Sequence[int]] = None,
         min_jump_chars: int = 2,
+        isolate: bool = False,
     ) -> None:
+        """``isolate``: build token indexes in memory-capped worker processes (index_worker.py),
+        so a grammar whose automaton explodes fails its request instead of the process."""
         super().__init__(num_threads, cache_size, compile_timeout_s)
         if isinstance(tokenizer, TokenVocabulary):
             vocab = tokenizer
@@ -159,6 +163,8 @@ class GrammarBackend(BaseGrammarBackend):
         self.vocab = OutlinesVocabulary(vocab)
         self.whitespace_pattern = whitespace_pattern
         self.min_jump_chars = min_jump_chars
+        self.builder = IndexBuilder(vocab.eos_token_id, self.vocab.mapping, workers=min(num_threads, 2),
+                                    timeout=compile_timeout_s) if isolate else None
 
     def to_regex(self, kind: str, text: str) -> str:
         if kind == "regex":
@@ -170,7 +176,12 @@ class GrammarBackend(BaseGrammarBackend):
         raise ValueError("EBNF grammars need the xgrammar backend (--grammar-backend xgrammar)")
 
     def compile(self, kind: str, text: str) -> RegexIndex:
-        return RegexIndex(self.to_regex(kind, text), self.vocab)
+        return RegexIndex(self.to_regex(kind, text), self.vocab, self.builder)
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        if self.builder is not None:
+            self.builder.shutdown()
 
     def new_grammar(self, compiled: RegexIndex) -> OutlinesGrammar:
         return OutlinesGrammar(compiled, self.min_jump_chars)

@@ -16,6 +16,7 @@ from typing import Dict, Optional
 import outlines_core
 import torch
 
+from .index_worker import IndexBuilder, IndexBuildLimit
 from .jump_forward import ForcedPathTable
 from .vocab import TokenVocabulary
 from .vocab_mask import bitmask_words, set_bits
@@ -47,6 +48,7 @@ class OutlinesVocabulary:
         self.index_words = bitmask_words(self.sentinel_id + 1)
         mapping = {data: ids for data, ids in vocab.bytes_to_ids().items() if _SENTINEL_LEAD not in data}
         mapping[SENTINEL_BYTES] = [self.sentinel_id]
+        self.mapping = mapping  # what index_worker.IndexBuilder rebuilds the vocabulary from
         self.core = outlines_core.Vocabulary(vocab.eos_token_id, mapping)
         self.eos_row = torch.zeros(self.words, dtype=torch.int32)
         set_bits(self.eos_row, vocab.eos_token_ids)
@@ -120,7 +122,8 @@ def _explain_build_error(regex: str, err: Exception) -> ValueError:
 class RegexIndex:
     """Compiled, immutable automaton for one regex, shared by all requests that use it."""
 
-    def __init__(self, regex: str, vocab: OutlinesVocabulary) -> None:
+    def __init__(self, regex: str, vocab: OutlinesVocabulary, builder: Optional["IndexBuilder"] = None) -> None:
+        """``builder`` (index_worker.IndexBuilder) builds the index out of process, memory-capped."""
         if not isinstance(regex, str):
             raise ValueError(f"regex must be a string, got {type(regex).__name__}")
         self.regex = regex
@@ -128,8 +131,11 @@ class RegexIndex:
         body = strip_anchors(regex)
         if not _parens_balanced(body):
             raise _explain_build_error(body, ValueError("unbalanced parenthesis"))
+        pattern = f"(?:{body}){SENTINEL_REGEX}"
         try:
-            self.index = outlines_core.Index(f"(?:{body}){SENTINEL_REGEX}", vocab.core)
+            self.index = builder.build(pattern) if builder is not None else outlines_core.Index(pattern, vocab.core)
+        except IndexBuildLimit:
+            raise
         except (ValueError, RuntimeError, OverflowError) as e:
             raise _explain_build_error(body, e) from None
         self.initial_state: int = self.index.get_initial_state()
