@@ -5,8 +5,10 @@ host class to provide ``node(schema) -> str``, ``ws`` (whitespace regex) and ``a
 """
 
 import json
+import re
 from typing import Dict, List, Optional, Tuple
 
+from .pattern_regex import pattern_content_regex
 from .schema_merge import Unsatisfiable
 from .string_regex import JSON_STRING, escape_literal
 
@@ -17,6 +19,24 @@ JSON_NUMBER_REGEX = r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?"
 # more than a double holds) so sampling cannot run away in a number. Free-form JSON keeps the
 # unbounded form: counted repeats multiply its automaton's states.
 JSON_NUMBER_CAPPED = r"-?(?:0|[1-9][0-9]{0,15})(?:\.[0-9]{1,16})?(?:[eE][+-]?[0-9]{1,3})?"
+
+
+# Arrays with a larger maxItems are generated with at most this many items (or minItems).
+MAX_COUNTED_ITEMS = 32
+# A bounded array's items may hold about this many counted repeats in all (counted_weight).
+COUNTED_ITEMS_BUDGET = 1024
+_COUNT = re.compile(r"(?<!\\)\{(\d+)(?:,(\d*))?\}")
+
+
+def counted_weight(regex: str) -> int:
+    """Sum of the upper bounds of the counted repeats ``{m,n}`` written in ``regex``: a rough
+    measure of how many automaton states its counting costs."""
+    return sum(int(hi or lo) for lo, hi in _COUNT.findall(regex))
+
+
+# All-optional objects whose fields' regexes are longer than this are generated starting with
+# their first declared field (see _fields_regex).
+FLEXIBLE_OBJECT_CHARS = 4096
 
 
 def _repeat(body: str, lo: int, hi: Optional[int]) -> str:
@@ -70,12 +90,12 @@ class ContainerRegexMixin:
         body = item + _repeat(self._sep + item, max(lo - 1, 0), None if hi is None else hi - 1)
         return self._wrap(r"\[", body, lo == 0, r"\]")
 
-    def _map_of(self, value: str, lo: int, hi: Optional[int]) -> str:
-        """Objects with arbitrary string keys; duplicate keys only lower the count, so a maximum
-        holds, and lo is at most 1 (checked by the caller)."""
+    def _map_of(self, value: str, lo: int, hi: Optional[int], key: str = JSON_STRING) -> str:
+        """Objects with arbitrary string keys (matching ``key``); duplicate keys only lower the
+        count, so a maximum holds, and lo is at most 1 (checked by the caller)."""
         if hi == 0:
             return self._wrap(r"\{", None, True, r"\}")
-        pair = JSON_STRING + self.ws + ":" + self.ws + value
+        pair = key + self.ws + ":" + self.ws + value
         body = pair + _repeat(self._sep + pair, 0, None if hi is None else hi - 1)
         return self._wrap(r"\{", body, lo == 0, r"\}")
 
@@ -84,34 +104,68 @@ class ContainerRegexMixin:
     def _object(self, schema: dict) -> str:
         props: dict = schema.get("properties", {})
         required: List[str] = list(schema.get("required", []))
-        extra = schema.get("additionalProperties", True)
+        # Every key we emit is declared, matches a pattern or is one additionalProperties
+        # governs, so unevaluatedProperties only applies where additionalProperties is absent.
+        extra = schema.get("additionalProperties", schema.get("unevaluatedProperties", True))
+        patterns: dict = schema.get("patternProperties", {})
+        names = schema.get("propertyNames")
         min_props, max_props = schema.get("minProperties", 0), schema.get("maxProperties")
         if not props and not required:
-            return self._free_object(extra, min_props, max_props)
+            return self._free_object(extra, patterns, names, min_props, max_props)
+        props = self._named_schemas(props, required, patterns, extra, names)
         fields = self._object_fields(props, required, extra)
         fields = self._limit_fields(fields, min_props, max_props)
         return self._fields_regex(fields)
 
-    def _free_object(self, extra, min_props: int, max_props: Optional[int]) -> str:
+    def _free_object(self, extra, patterns: dict, names, min_props: int, max_props: Optional[int]) -> str:
         if min_props > 1:
             raise ValueError("unsupported JSON schema keyword: minProperties (above 1 without properties)")
+        if patterns:
+            return self._pattern_object(patterns, names, min_props, max_props)
         if extra is False:
             if min_props:
                 raise Unsatisfiable("minProperties with additionalProperties false and no properties")
             return self._wrap(r"\{", None, True, r"\}")
         value = self.any_value(self.any_depth) if extra is True else self.node(extra)
-        return self._map_of(value, min_props, max_props)
+        key = JSON_STRING if names is None else self.node({"allOf": [{"type": "string"}, names]})
+        return self._map_of(value, min_props, max_props, key)
+
+    def _pattern_object(self, patterns: dict, names, min_props: int, max_props: Optional[int]) -> str:
+        """Keys drawn from the patterns (so additionalProperties never applies), each value valid
+        under every pattern's schema (a key may match several)."""
+        if names is not None:
+            raise ValueError("unsupported JSON schema keyword: propertyNames (next to patternProperties)")
+        try:
+            value = self.node({"allOf": list(patterns.values())})
+        except Unsatisfiable:
+            if min_props:
+                raise
+            return self._wrap(r"\{", None, True, r"\}")
+        keys = ['"' + pattern_content_regex(p, None) + '"' for p in patterns]
+        return self._map_of(value, min_props, max_props, "(?:" + "|".join(keys) + ")")
+
+    def _named_schemas(self, props: dict, required: List[str], patterns: dict, extra, names) -> dict:
+        """Schema of every declared or required name: its own, allOf the patterns it matches
+        (additionalProperties only for names neither declares); False (left out) for an
+        optional name that propertyNames rejects."""
+        out = {}
+        check = self.validator.evolve(schema=names) if names is not None else None
+        for name in list(props) + [r for r in required if r not in props]:
+            if check is not None and not check.is_valid(name):
+                if name in required:
+                    raise Unsatisfiable(f"required property {name!r} is rejected by propertyNames")
+                out[name] = False
+                continue
+            matched = [sub for pat, sub in patterns.items() if _search(pat, name)]
+            own = [props[name]] if name in props else ([] if matched else [extra])
+            parts = own + matched
+            out[name] = parts[0] if len(parts) == 1 else {"allOf": parts}
+        return out
 
     def _object_fields(self, props: dict, required: List[str], extra) -> List[Tuple[str, str, bool]]:
         """(key, value regex, required) in declaration order; undeclared required keys last."""
-        schemas = dict(props)
-        for name in required:
-            if name not in schemas:
-                if extra is False:
-                    raise Unsatisfiable(f"required property {name!r} is forbidden by additionalProperties")
-                schemas[name] = extra
         fields = []
-        for name, sub in schemas.items():
+        for name, sub in props.items():
             is_required = name in required
             try:
                 value = self.node(sub)
@@ -143,33 +197,46 @@ class ContainerRegexMixin:
         return kept
 
     def _fields_regex(self, fields: List[Tuple[str, str, bool]]) -> str:
-        """Present fields in order, commas only between them: build suffixes right to left.
+        """Present fields in declaration order, commas only between them, each field's value
+        written at most twice so nested objects do not grow the regex exponentially.
 
-        after[k]: fields k.. when something was already written (each is ", field").
-        first[k]: fields k.. when nothing was written yet and at least one is written.
+        With a required field r: the optional fields before it each carry their comma after
+        them, those after it before them (one copy each). With none: ``any[k]`` (a non-empty
+        run among fields 0..k) is ``any[k-1] (, f_k)? | f_k``, and the object may be empty; past
+        FLEXIBLE_OBJECT_CHARS of fields, a non-empty object starts with its first field instead
+        (each copy doubles every object nested inside).
         """
-        n = len(fields)
+        if not fields:
+            return self._wrap(r"\{", None, True, r"\}")
         pairs = [f"{key}{self.ws}:{self.ws}{value}" for key, value, _ in fields]
-        after = [""] * (n + 1)
-        first: List[Optional[str]] = [None] * (n + 1)
-        for k in range(n - 1, -1, -1):
-            req = fields[k][2]
-            item = self._sep + pairs[k]
-            after[k] = (item if req else f"(?:{item})?") + after[k + 1]
-            head = pairs[k] + after[k + 1]
-            if req or first[k + 1] is None:
-                first[k] = head
-            else:
-                first[k] = f"(?:{head}|{first[k + 1]})"
-        nullable = not any(f[2] for f in fields)
-        return self._wrap(r"\{", first[0], nullable, r"\}")
+        first_req = next((k for k, f in enumerate(fields) if f[2]), None)
+        if first_req is None and sum(map(len, pairs)) > FLEXIBLE_OBJECT_CHARS:
+            # large (nested) optional fields: a non-empty object starts with the first declared
+            # field, so no value is written twice (a valid subset of the objects)
+            body = pairs[0] + "".join(f"(?:{self._sep}{pair})?" for pair in pairs[1:])
+            return self._wrap(r"\{", body, True, r"\}")
+        if first_req is None:
+            body = pairs[0]
+            for pair in pairs[1:]:
+                body = f"(?:{body}(?:{self._sep}{pair})?|{pair})"
+            return self._wrap(r"\{", body, True, r"\}")
+        before = "".join(f"(?:{pair}{self._sep})?" for pair in pairs[:first_req])
+        after = "".join(
+            self._sep + pair if fields[k][2] else f"(?:{self._sep}{pair})?"
+            for k, pair in enumerate(pairs) if k > first_req
+        )
+        return self._wrap(r"\{", before + pairs[first_req] + after, False, r"\}")
 
     # ------------------------------------------------------------ arrays
 
     def _array(self, schema: dict) -> str:
         lo, hi = schema.get("minItems", 0), schema.get("maxItems")
+        if hi is not None and hi > MAX_COUNTED_ITEMS:
+            hi = max(lo, MAX_COUNTED_ITEMS)  # a valid subset: counted items cost automaton states
         if schema.get("uniqueItems") is True and (hi is None or hi > 1):
-            raise ValueError("unsupported JSON schema keyword: uniqueItems")
+            if lo > 1:
+                raise ValueError("unsupported JSON schema keyword: uniqueItems (with minItems above 1)")
+            hi = 1  # a subset that is always unique: arrays of at most one item
         prefix, rest = self._array_layout(schema)
         prefix_rx = self._prefix_regexes(prefix, lo)
         if len(prefix_rx) < len(prefix):
@@ -177,6 +244,12 @@ class ContainerRegexMixin:
         rest_rx = self._optional_node(rest)
         if rest_rx is None:
             hi = len(prefix_rx) if hi is None else min(hi, len(prefix_rx))
+        if hi is not None and rest_rx is not None and hi > max(lo, 1):
+            # each counted item repeats the item's automaton; items holding long counted strings
+            # would multiply into millions of states: fewer items (a valid subset)
+            weight = counted_weight(rest_rx)
+            if weight * hi > COUNTED_ITEMS_BUDGET:
+                hi = max(lo, 1, COUNTED_ITEMS_BUDGET // max(weight, 1))
         if hi is not None and lo > hi:
             raise Unsatisfiable(f"array needs {lo} items but at most {hi} can be generated")
         body = self._items_body(prefix_rx, rest_rx, lo, hi)
@@ -226,3 +299,11 @@ class ContainerRegexMixin:
         if rest is None:
             return ""
         return _repeat(self._sep + rest, max(lo - i, 0), None if hi is None else hi - i)
+
+
+def _search(pattern: str, name: str) -> bool:
+    """Whether a patternProperties pattern matches a property name (unanchored, as in ECMA-262)."""
+    try:
+        return re.search(pattern, name) is not None
+    except re.error as e:
+        raise ValueError(f"unsupported JSON schema keyword: patternProperties (pattern {pattern!r}: {e})") from None

@@ -18,18 +18,22 @@ recursion through ``$ref`` is cut at ``max_recursion_depth``; bounded numbers ha
 """
 
 import json
+import logging
 import math
+import re
 from decimal import Decimal
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import jsonschema
 from jsonschema.validators import validator_for
 
-from .json_containers import JSON_NUMBER_CAPPED, ContainerRegexMixin
+from .json_containers import JSON_NUMBER_CAPPED, ContainerRegexMixin, counted_weight
 from .number_regex import decimal_range_regex, integer_range_regex
 from .schema_merge import Unsatisfiable, merge_all_of
+from .schema_vocab import ANNOTATIONS, UNSUPPORTED_KEYWORDS, known_keywords
 from .pattern_regex import pattern_content_regex, pattern_min_length
 from .string_regex import (
+    SUPPORTED_FORMATS,
     escape_literal,
     format_length_bounds,
     format_string_regex,
@@ -48,29 +52,25 @@ __all__ = [
 DEFAULT_WHITESPACE_PATTERN = "[ ]?"
 ANY_JSON = "$$ANY$$"  # SGLang's key for "any JSON value" (OpenAI json_object mode)
 
-_ANNOTATIONS = {
-    "title", "description", "default", "examples", "$schema", "$id", "$comment",
-    "deprecated", "readOnly", "writeOnly", "discriminator", "$anchor", "$defs", "definitions",
-}
 _STRING_KW = {"minLength", "maxLength", "pattern", "format"}
 _NUMBER_KW = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}
-_OBJECT_KW = {"properties", "required", "additionalProperties", "minProperties", "maxProperties"}
+_OBJECT_KW = {"properties", "required", "additionalProperties", "minProperties", "maxProperties",
+              "patternProperties", "propertyNames", "unevaluatedProperties"}
 _ARRAY_KW = {"items", "prefixItems", "additionalItems", "minItems", "maxItems", "uniqueItems"}
-_LOGIC_KW = {"type", "enum", "const", "anyOf", "oneOf", "allOf", "$ref"}
-_HANDLED = _ANNOTATIONS | _STRING_KW | _NUMBER_KW | _OBJECT_KW | _ARRAY_KW | _LOGIC_KW
-# Named here so error messages and docs can list them; any other unknown keyword is refused too.
-UNSUPPORTED_KEYWORDS = frozenset({
-    "multipleOf", "contains", "minContains", "maxContains", "patternProperties", "propertyNames",
-    "dependencies", "dependentRequired", "dependentSchemas", "if", "then", "else", "not",
-    "unevaluatedItems", "unevaluatedProperties", "contentEncoding", "contentMediaType",
-    "contentSchema", "$dynamicRef", "$dynamicAnchor", "$recursiveRef", "$recursiveAnchor",
-    "$vocabulary",
-})
+logger = logging.getLogger(__name__)
 _TYPES = ("string", "integer", "number", "boolean", "null", "object", "array")
 # Unbounded integers stop at 16 digits (beyond 2**53 JSON parsers lose precision anyway): a small
 # model sampling at temperature 1 can otherwise emit digits until max_new_tokens.
 MAX_INT_DIGITS = 16
 _JSON_INTEGER = r"-?(?:0|[1-9][0-9]{0,%d})" % (MAX_INT_DIGITS - 1)
+# Larger regexes take outlines-core minutes and gigabytes to turn into a token index.
+MAX_REGEX_CHARS = 500_000
+# Counted repeats ({m,n}) cost automaton states, and a free-text state costs outlines-core about
+# 0.6 MB and 6 ms at vocab 49K. A string's maxLength is generated up to the first of these caps
+# that keeps the schema's total counted_weight within COUNTED_WEIGHT_BUDGET (a valid subset:
+# shorter strings); arrays are capped in json_containers.py.
+COUNTED_CHAR_CAPS = (512, 256, 128, 64)
+COUNTED_WEIGHT_BUDGET = 4096
 _EXACT_FLOAT_LIMIT = 2.0**53  # below this every integer is a double, so repr() bounds are exact
 
 
@@ -159,12 +159,14 @@ def _decimal_of(d: float) -> Decimal:
 class _Compiler(ContainerRegexMixin):
     """Walks one schema; each ``node`` call returns the regex of that subschema."""
 
-    def __init__(self, root, validator_cls, whitespace: str, max_recursion_depth: int, any_depth: int):
+    def __init__(self, root, validator_cls, whitespace: str, max_recursion_depth: int, any_depth: int,
+                 max_counted_chars: int = 512):
         self.root = root
         self.validator = validator_cls(root, format_checker=validator_cls.FORMAT_CHECKER)
         self.ws = "(?:" + whitespace + ")" if whitespace else ""
         self.max_recursion_depth = max_recursion_depth
         self.any_depth = any_depth
+        self.max_counted_chars = max_counted_chars
         self._ref_depth: Dict[str, int] = {}
 
     # ------------------------------------------------------------ dispatch
@@ -176,14 +178,19 @@ class _Compiler(ContainerRegexMixin):
             raise Unsatisfiable("the schema 'false' matches nothing")
         if not isinstance(schema, dict):
             raise ValueError(f"invalid JSON schema: expected an object, got {schema!r}")
-        self._check_keywords(schema)
-        if "$id" in schema and schema is not self.root:
+        is_root = schema is self.root
+        schema = self._check_keywords(known_keywords(schema))
+        if "$id" in schema and not is_root:
             # a nested $id moves the base URI of the refs below it; we resolve from the root only
             raise ValueError("unsupported JSON schema keyword: $id (inside a subschema)")
         if "$ref" in schema:
             return self._ref(schema)
         if "allOf" in schema:
             return self.node(self._merged_all_of(schema))
+        if "if" in schema or "then" in schema or "else" in schema:
+            return self._conditional(schema)
+        if {"dependentRequired", "dependentSchemas", "dependencies"} & set(schema):
+            return self.node(self._lowered_dependencies(schema))
         if "enum" in schema or "const" in schema:
             return self._enum(schema)
         if "anyOf" in schema or "oneOf" in schema:
@@ -191,10 +198,18 @@ class _Compiler(ContainerRegexMixin):
         return self._typed(schema)
 
     @staticmethod
-    def _check_keywords(schema: dict) -> None:
+    def _check_keywords(schema: dict) -> dict:
+        """``schema`` with a trivial ``not`` folded away; ValueError for an unsupported keyword."""
+        if "not" in schema:
+            negated = schema["not"]
+            if negated is True or (isinstance(negated, dict) and not set(known_keywords(negated)) - ANNOTATIONS):
+                raise Unsatisfiable("'not' of a schema that accepts everything")
+            if negated is False:
+                schema = {k: v for k, v in schema.items() if k != "not"}
         for key in schema:
-            if key not in _HANDLED:
+            if key in UNSUPPORTED_KEYWORDS:
                 raise ValueError(f"unsupported JSON schema keyword: {key}")
+        return schema
 
     # ------------------------------------------------------------ references and combinators
 
@@ -215,12 +230,13 @@ class _Compiler(ContainerRegexMixin):
         return target
 
     def _siblings(self, schema: dict, *drop: str) -> dict:
-        return {k: v for k, v in schema.items() if k not in _ANNOTATIONS and k not in drop}
+        return {k: v for k, v in known_keywords(schema).items() if k not in ANNOTATIONS and k not in drop}
 
     def _flatten(self, schema):
         """Resolve a top-level $ref and merge a top-level allOf (no recursion into children)."""
         if not isinstance(schema, dict):
             return schema
+        schema = known_keywords(schema)
         if "$ref" in schema:
             rest = self._siblings(schema, "$ref")
             target = self._flatten(self._resolve(schema["$ref"]))
@@ -247,6 +263,49 @@ class _Compiler(ContainerRegexMixin):
         finally:
             self._ref_depth[ref] = depth
 
+    def _conditional(self, schema: dict) -> str:
+        """``if``/``then``/``else``: generate values that satisfy ``if`` and ``then`` (a valid
+        subset); without ``then`` and ``else``, ``if`` asserts nothing. Reaching ``else`` would need
+        values that fail ``if``, which a regex cannot promise: refused."""
+        rest = {k: v for k, v in schema.items() if k not in ("if", "then", "else")}
+        cond, then, other = schema.get("if"), schema.get("then"), schema.get("else")
+        if cond is None or (then is None and other is None):
+            return self.node(rest)
+        if then is None:
+            raise ValueError("unsupported JSON schema keyword: else (without then)")
+        try:
+            return self.node({"allOf": [rest, cond, then]})
+        except Unsatisfiable:
+            raise ValueError("unsupported JSON schema keyword: else (no value satisfies if and then)") from None
+
+    def _lowered_dependencies(self, schema: dict) -> dict:
+        """``dependentRequired`` / ``dependentSchemas`` / draft-7 ``dependencies`` as plain object
+        keywords: a required property brings its dependencies in (more required names, or its
+        schema merged through allOf); an optional one with dependencies is never emitted."""
+        deps = dict(schema.get("dependencies", {}))
+        deps.update(schema.get("dependentRequired", {}))
+        deps.update(schema.get("dependentSchemas", {}))
+        out = {k: v for k, v in schema.items() if k not in ("dependencies", "dependentRequired", "dependentSchemas")}
+        required = list(out.get("required", []))
+        merged, grew = [], True
+        while grew:
+            grew = False
+            for name, dep in deps.items():
+                if name not in required or name in merged:
+                    continue
+                merged.append(name)
+                grew = True
+                if isinstance(dep, list):
+                    required += [d for d in dep if d not in required]
+                elif dep is not True:
+                    out["allOf"] = list(out.get("allOf", [])) + [dep]
+        props = dict(out.get("properties", {}))
+        for name in deps:
+            if name not in required:
+                props[name] = False  # optional and conditional: left out (no arbitrary keys either)
+        out["properties"], out["required"] = props, required
+        return out
+
     def _enum(self, schema: dict) -> str:
         values = [schema["const"]] if "const" in schema else list(schema["enum"])
         check = self.validator.evolve(schema=schema)
@@ -266,8 +325,10 @@ class _Compiler(ContainerRegexMixin):
         key = "oneOf" if "oneOf" in schema else "anyOf"
         rest = self._siblings(schema, key)
         branches = [{"allOf": [rest, b]} if rest else b for b in schema[key]]
-        if key == "oneOf":
-            self._check_one_of(branches)
+        if key == "oneOf" and not self._one_of_disjoint(branches):
+            # overlapping branches are generated as anyOf: an output may match two of them
+            # (docs/constrained.md says so); disjoint ones (different consts...) are exact
+            logger.debug("oneOf branches may overlap; generating them as anyOf")
         parts = []
         for branch in branches:
             try:
@@ -280,16 +341,13 @@ class _Compiler(ContainerRegexMixin):
 
     # ------------------------------------------------------------ oneOf disjointness
 
-    def _check_one_of(self, branches: list) -> None:
-        flat = [self._flatten(b) for b in branches]
-        for i in range(len(flat)):
-            for j in range(i + 1, len(flat)):
-                if not self._disjoint(flat[i], flat[j]):
-                    raise ValueError(
-                        f"unsupported JSON schema keyword: oneOf (branches {i} and {j} can match "
-                        "the same value; use anyOf, or give each branch a different const/enum "
-                        "value for a required property)"
-                    )
+    def _one_of_disjoint(self, branches: list) -> bool:
+        """Whether no value can match two branches (proved through types, consts and enums)."""
+        try:
+            flat = [self._flatten(b) for b in branches]
+        except ValueError:
+            return False
+        return all(self._disjoint(flat[i], flat[j]) for i in range(len(flat)) for j in range(i + 1, len(flat)))
 
     def _values(self, schema) -> Optional[list]:
         if isinstance(schema, dict) and "const" in schema:
@@ -364,9 +422,15 @@ class _Compiler(ContainerRegexMixin):
 
     def _string(self, schema: dict) -> str:
         fmt, pattern = schema.get("format"), schema.get("pattern")
+        if fmt not in SUPPORTED_FORMATS:
+            fmt = None  # outside the specification: an annotation validators ignore
         min_len, max_len = schema.get("minLength", 0), schema.get("maxLength")
         if fmt is not None and pattern is not None:
             raise ValueError("unsupported JSON schema keyword: pattern (together with format)")
+        if fmt is None and max_len is not None and max_len > self.max_counted_chars:
+            # every counted character is an automaton state (times the vocabulary in the token
+            # index): long limits generate shorter strings (a valid subset; see COUNTED_CHAR_CAPS)
+            max_len = max(min_len, self.max_counted_chars)
         if fmt is None and pattern is None:
             return string_length_regex(min_len, max_len)
         if pattern is not None:
@@ -469,13 +533,45 @@ def json_schema_to_regex(
         whitespace_pattern = DEFAULT_WHITESPACE_PATTERN
     elif whitespace_pattern:
         _validate_whitespace(whitespace_pattern)
-    compiler = _Compiler(loaded, validator_cls, whitespace_pattern, max_recursion_depth, any_value_depth)
-    try:
-        return compiler.node(loaded)
-    except Unsatisfiable as e:
-        raise ValueError(f"JSON schema cannot be satisfied by generated output: {e}") from None
-    except RecursionError:
-        raise ValueError("JSON schema is nested too deeply") from None
+    for cap in COUNTED_CHAR_CAPS:
+        regex = _deepest_regex(loaded, validator_cls, whitespace_pattern, max_recursion_depth, any_value_depth, cap)
+        if counted_weight(regex) <= COUNTED_WEIGHT_BUDGET:
+            break
+    return regex
+
+
+def _deepest_regex(loaded, validator_cls, whitespace_pattern: str, max_recursion_depth: int,
+                   any_value_depth: int, max_counted_chars: int) -> str:
+    """The regex at the deepest recursion level that fits MAX_REGEX_CHARS."""
+    # Recursion ($ref cycles) multiplies the regex at every level: go deeper only while the
+    # regex stays within MAX_REGEX_CHARS (predicted from the growth of the level before).
+    regex, sizes = None, []
+    for depth in range(1, max(max_recursion_depth, 1) + 1):
+        if len(sizes) >= 2 and sizes[-1] * sizes[-1] / max(sizes[-2], 1) > MAX_REGEX_CHARS:
+            break
+        compiler = _Compiler(loaded, validator_cls, whitespace_pattern, depth, any_value_depth, max_counted_chars)
+        try:
+            candidate = compiler.node(loaded)
+        except Unsatisfiable as e:
+            if regex is not None:
+                break
+            if depth < max_recursion_depth:
+                continue  # a required recursion may need more levels
+            raise ValueError(f"JSON schema cannot be satisfied by generated output: {e}") from None
+        except RecursionError:
+            raise ValueError("JSON schema is nested too deeply") from None
+        if len(candidate) > MAX_REGEX_CHARS:
+            if regex is not None:
+                break
+            raise ValueError(
+                f"JSON schema is too large to compile: its automaton's regex has {len(candidate):,} "
+                f"characters (limit {MAX_REGEX_CHARS:,}); split it or drop optional parts"
+            )
+        if sizes and len(candidate) == sizes[-1]:
+            break  # no recursion: deeper levels give the same regex
+        regex = candidate
+        sizes.append(len(candidate))
+    return regex
 
 
 def build_regex_from_object(schema: SchemaLike, whitespace_pattern: Optional[str] = None) -> str:

@@ -8,14 +8,13 @@ raises ValueError naming ``allOf`` and the keyword, instead of guessing.
 """
 
 import json
+import re
 from typing import Any, Dict, List
+
+from .schema_vocab import ANNOTATIONS, known_keywords
 
 __all__ = ["merge_all_of", "Unsatisfiable"]
 
-_ANNOTATIONS = {
-    "title", "description", "default", "examples", "$schema", "$id", "$comment",
-    "deprecated", "readOnly", "writeOnly", "discriminator", "$anchor", "$defs", "definitions",
-}
 _MAX_OF = {"minimum", "exclusiveMinimum", "minLength", "minItems", "minProperties"}
 _MIN_OF = {"maximum", "exclusiveMaximum", "maxLength", "maxItems", "maxProperties"}
 _ARRAY_SHAPE = {"items", "prefixItems", "additionalItems"}
@@ -61,27 +60,47 @@ def _merge_properties(a: Dict[str, Any], b: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def _check_closed_object(closed: dict, other: dict) -> None:
-    """``additionalProperties`` in one subschema must not hide names the other one declares."""
-    if closed.get("additionalProperties", True) is True:
-        return
+def _hidden_names(closed: dict, other: dict) -> Dict[str, Any]:
+    """Names ``other`` declares or requires that ``closed``'s ``additionalProperties`` governs:
+    name -> that schema (False when additional properties are forbidden)."""
+    extra = closed.get("additionalProperties", True)
+    if extra is True:
+        return {}
     own = set(closed.get("properties", {}))
-    foreign = set(other.get("properties", {})) | set(other.get("required", []))
-    if foreign - own:
-        raise ValueError(
-            "unsupported JSON schema keyword: allOf (additionalProperties of one subschema "
-            f"would reject properties {sorted(foreign - own)} of another)"
-        )
+    patterns = list(closed.get("patternProperties", {}))
+    foreign = [n for n in list(other.get("properties", {})) + list(other.get("required", [])) if n not in own]
+    return {n: extra for n in foreign if not any(_matches(p, n) for p in patterns)}
+
+
+def _matches(pattern: str, name: str) -> bool:
+    try:
+        return re.search(pattern, name) is not None
+    except re.error:
+        return True  # cannot tell: treat the name as covered by the pattern's schema
+
+
+def _restrict_hidden(out: dict, hidden: Dict[str, Any]) -> None:
+    """Apply another subschema's additionalProperties to the names it does not declare: forbidden
+    optional names are left out (a valid subset), forbidden required ones make allOf unsatisfiable."""
+    props = dict(out.get("properties", {}))
+    for name, extra in hidden.items():
+        if extra is False:
+            if name in out.get("required", []):
+                raise Unsatisfiable(f"required property {name!r} is rejected by another allOf subschema's additionalProperties")
+            props[name] = False
+        else:
+            props[name] = {"allOf": [props[name], extra]} if name in props else extra
+    out["properties"] = props
 
 
 def _merge_value(key: str, a: Any, b: Any) -> Any:
-    if a == b or key in _ANNOTATIONS:
+    if a == b or key in ANNOTATIONS:
         return a
     if key == "type":
         return _merge_types(a, b)
     if key == "required":
         return list(dict.fromkeys(list(a) + list(b)))
-    if key == "properties":
+    if key in ("properties", "patternProperties"):
         return _merge_properties(a, b)
     if key == "enum":
         return _merge_enum(a, b)
@@ -94,17 +113,29 @@ def _merge_value(key: str, a: Any, b: Any) -> Any:
         return min(a, b)
     if key == "items" and isinstance(a, dict) and isinstance(b, dict):
         return {"allOf": [a, b]}
+    if key == "additionalProperties":
+        # each side governs the names it does not declare (see _hidden_names); on names that
+        # neither declares both apply
+        if a is False or b is False:
+            return False
+        return b if a is True else a if b is True else {"allOf": [a, b]}
     raise ValueError(f"unsupported JSON schema keyword: allOf (cannot combine two different '{key}')")
 
 
+def _tuple_layout(schema: dict) -> bool:
+    return "prefixItems" in schema or "additionalItems" in schema or isinstance(schema.get("items"), list)
+
+
 def _merge_pair(a: dict, b: dict) -> dict:
-    _check_closed_object(a, b)
-    _check_closed_object(b, a)
-    if _ARRAY_SHAPE & set(a) and _ARRAY_SHAPE & set(b) and any(a.get(k) != b.get(k) for k in _ARRAY_SHAPE):
+    hidden = {**_hidden_names(a, b), **_hidden_names(b, a)}
+    if (_tuple_layout(a) or _tuple_layout(b)) and _ARRAY_SHAPE & set(a) and _ARRAY_SHAPE & set(b) \
+            and any(a.get(k) != b.get(k) for k in _ARRAY_SHAPE):
         raise ValueError("unsupported JSON schema keyword: allOf (two different array item layouts)")
     out = dict(a)
     for key, value in b.items():
         out[key] = _merge_value(key, out[key], value) if key in out else value
+    if hidden:
+        _restrict_hidden(out, hidden)
     return out
 
 
@@ -116,5 +147,6 @@ def merge_all_of(schemas: List[Any]) -> Any:
             raise Unsatisfiable("allOf contains the schema 'false'")
         if sub is True:
             continue
+        sub = known_keywords(sub) if isinstance(sub, dict) else sub
         merged = dict(sub) if merged is True else _merge_pair(merged, sub)
     return merged

@@ -96,6 +96,15 @@ _URI = (
     f"(?:/{_PCHAR}{{0,32}}){{0,8}}(?:\\?(?:{_PCHAR}|[/?]){{0,64}})?(?:#(?:{_PCHAR}|[/?]){{0,32}})?"
 )
 
+# A URI without "{...}" expressions is a URI template; RFC 6570 literals exclude "'".
+_URI_TEMPLATE = _URI.replace("'", "")
+_POINTER = "(?:/(?:[a-zA-Z0-9_.-]|~[01]){0,32}){0,8}"
+# Subsets that are always valid: durations of one unit, regexes made of literal characters.
+_DURATION = "P(?:[0-9]{1,4}[WD]|T[0-9]{1,4}[HMS])"
+_REGEX_LITERAL = "[a-zA-Z0-9 _-]{0,32}"
+
+# Every format of the JSON Schema specification (2020-12 and older drafts). A format outside it
+# is an annotation that validators ignore, and so does the compiler (json_schema.py).
 _FORMATS: Dict[str, str] = {
     "date": _DATE,
     "time": _TIME,
@@ -111,6 +120,12 @@ _FORMATS: Dict[str, str] = {
     "uri-reference": _URI,
     "iri": _URI,
     "iri-reference": _URI,
+    "uri-template": _URI_TEMPLATE,
+    "json-pointer": _POINTER,
+    # no digit after a 0: jsonschema's checker (4.26) rejects e.g. "101"
+    "relative-json-pointer": f"(?:0|[1-9][1-9]{{0,2}})(?:#|{_POINTER})",
+    "duration": _DURATION,
+    "regex": _REGEX_LITERAL,
 }
 SUPPORTED_FORMATS = frozenset(_FORMATS)
 

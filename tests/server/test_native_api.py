@@ -166,7 +166,7 @@ BAD_BODIES = [
     ({"text": PROMPT, "sampling_params": {"temperature": "hot"}}, "sampling_params.temperature"),
     ({"text": PROMPT, "sampling_params": {"regex": "((("}}, None),
     ({"text": PROMPT, "sampling_params": {"regex": "a", "json_schema": "{}"}}, None),
-    ({"text": PROMPT, "sampling_params": {"json_schema": '{"type": "array", "uniqueItems": true}'}}, None),
+    ({"text": PROMPT, "sampling_params": {"json_schema": '{"type": "integer", "multipleOf": 7}'}}, None),
     ({"text": PROMPT, "sampling_params": {"n": 10**6}}, "n"),
     ({"text": 5}, "text"),
     ({"text": PROMPT, "input_ids": [1, 2]}, None),
