@@ -164,8 +164,8 @@ def test_bad_requests_raise_bad_request(openai_client, model_name):
     for kw in cases:
         with pytest.raises(openai.BadRequestError):
             openai_client.completions.create(model=model_name, **kw)
-    bad_schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "array", "uniqueItems": True}}}
-    with pytest.raises(openai.BadRequestError, match="uniqueItems"):
+    bad_schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "integer", "multipleOf": 7}}}
+    with pytest.raises(openai.BadRequestError, match="multipleOf"):
         openai_client.chat.completions.create(model=model_name, messages=CHAT, response_format=bad_schema)
     with pytest.raises(openai.BadRequestError):
         openai_client.chat.completions.create(model=model_name, messages=[])
@@ -220,3 +220,18 @@ def test_structured_outputs(openai_client, model_name):
     r = openai_client.completions.create(model=model_name, prompt=PROMPT, max_tokens=16,
                                          extra_body={"regex": "[0-9]{3}-[0-9]{4}"})
     assert re.fullmatch("[0-9]{3}-[0-9]{4}", r.choices[0].text)
+
+
+def test_strict_json_schema_and_ebnf_without_xgrammar(openai_client, model_name):
+    """`strict` json_schema is served; `ebnf` on the default (outlines) backend is a 400 that says
+    which backend serves it."""
+    import json
+
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
+              "additionalProperties": False}
+    fmt = {"type": "json_schema", "json_schema": {"name": "flag", "schema": schema, "strict": True}}
+    r = openai_client.chat.completions.create(model=model_name, messages=CHAT, response_format=fmt, max_tokens=16)
+    assert isinstance(json.loads(r.choices[0].message.content)["ok"], bool)
+    with pytest.raises(openai.BadRequestError, match="--grammar-backend xgrammar"):
+        openai_client.completions.create(model=model_name, prompt=PROMPT, max_tokens=8,
+                                         extra_body={"ebnf": 'root ::= "yes" | "no"'})
