@@ -182,6 +182,11 @@ class RegexIndex:
             set_bits(row, self.vocab.vocab.eos_token_ids)
         return row
 
+    def drop_cached_rows(self) -> None:
+        """Forget the per-state mask rows (benchmarks time the first visits again)."""
+        with self._row_lock:
+            self._rows = {}
+
     @property
     def cached_rows(self) -> int:
         return len(self._rows)
