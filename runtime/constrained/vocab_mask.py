@@ -91,7 +91,7 @@ def apply_token_bitmask_(logits: torch.Tensor, bitmask: torch.Tensor) -> None:
 def apply_token_bitmask_rows_(logits: torch.Tensor, bitmask: torch.Tensor, rows: torch.Tensor) -> None:
     """Row ``i`` of ``bitmask [n, words]`` masks row ``rows[i]`` of ``logits``, in place; other
     rows are untouched. On CUDA one Triton kernel (``sgl.kernels.token_bitmask``) does the whole
-    step; elsewhere the constrained rows are gathered, masked and written back."""
+    step; elsewhere each constrained row is masked in place."""
     if bitmask.device != logits.device:
         bitmask = bitmask.to(logits.device, non_blocking=True)
     if rows.device != logits.device:
@@ -105,10 +105,9 @@ def apply_token_bitmask_rows_(logits: torch.Tensor, bitmask: torch.Tensor, rows:
         return
     if bitmask.shape[0] != rows.shape[0]:
         raise ValueError(f"bitmask has {bitmask.shape[0]} rows for {rows.shape[0]} row indices")
-    rows = rows.long()
-    sub = logits.index_select(0, rows)
-    sub.masked_fill_(~unpack_bitmask(bitmask, logits.shape[1]), float("-inf"))
-    logits.index_copy_(0, rows, sub)
+    blocked = ~unpack_bitmask(bitmask, logits.shape[1])
+    for j, row in enumerate(rows.tolist()):
+        logits[row].masked_fill_(blocked[j], float("-inf"))
 
 
 def bitmask_from_allowed(allowed: Union[torch.Tensor, Iterable[int]], vocab_size: int) -> torch.Tensor:
