@@ -154,8 +154,10 @@ class GrammarBackend(BaseGrammarBackend):
         isolate: bool = False,
     ) -> None:
         """``isolate``: build token indexes in memory-capped worker processes (index_worker.py),
-        so a grammar whose automaton explodes fails its request instead of the process."""
-        super().__init__(num_threads, cache_size, compile_timeout_s)
+        so a grammar whose automaton explodes fails its request instead of the process. The
+        workers then time each build themselves: ``compile_timeout_s`` counts compile time, not
+        the wait for a free worker."""
+        super().__init__(num_threads, cache_size, None if isolate else compile_timeout_s)
         if isinstance(tokenizer, TokenVocabulary):
             vocab = tokenizer
         else:
