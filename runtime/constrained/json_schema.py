@@ -326,9 +326,12 @@ class _Compiler(ContainerRegexMixin):
         rest = self._siblings(schema, key)
         branches = [{"allOf": [rest, b]} if rest else b for b in schema[key]]
         if key == "oneOf" and not self._one_of_disjoint(branches):
-            # overlapping branches are generated as anyOf: an output may match two of them
-            # (docs/constrained.md says so); disjoint ones (different consts...) are exact
-            logger.debug("oneOf branches may overlap; generating them as anyOf")
+            exclusive = self._exclusive_by_required(schema[key], branches)
+            if exclusive is branches:
+                # overlapping branches are generated as anyOf: an output may match two of them
+                # (docs/constrained.md says so); disjoint ones (different consts...) are exact
+                logger.debug("oneOf branches may overlap; generating them as anyOf")
+            branches = exclusive
         parts = []
         for branch in branches:
             try:
@@ -340,6 +343,24 @@ class _Compiler(ContainerRegexMixin):
         return _alternation(parts)
 
     # ------------------------------------------------------------ oneOf disjointness
+
+    def _exclusive_by_required(self, original: list, branches: list) -> list:
+        """oneOf branches that only differ in the properties they require (``{"required": ["a"]}``
+        | ``{"required": ["b"]}``), made exclusive: a branch whose required names include another
+        branch's would always match both, so it is dropped; each remaining branch leaves out the
+        names only the others require, so its output lacks a name every other branch needs.
+        Other oneOf forms are returned as they are."""
+        if not all(isinstance(b, dict) and set(known_keywords(b)) - ANNOTATIONS == {"required"} for b in original):
+            return branches
+        needs = [set(b["required"]) for b in original]
+        keep = [i for i in range(len(needs)) if not any(j != i and needs[j] <= needs[i] for j in range(len(needs)))]
+        if not keep:
+            raise Unsatisfiable("every oneOf branch requires what another one does")
+        out = []
+        for i in keep:
+            others = set().union(*(needs[j] for j in range(len(needs)) if j != i)) - needs[i]
+            out.append({"allOf": [branches[i], {"properties": {n: False for n in sorted(others)}}]} if others else branches[i])
+        return out
 
     def _one_of_disjoint(self, branches: list) -> bool:
         """Whether no value can match two branches (proved through types, consts and enums)."""
