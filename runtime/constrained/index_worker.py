@@ -143,8 +143,11 @@ def _serve() -> None:
             return  # the parent reports the memory limit
         except Exception as e:
             answer = ("error", str(e))
-        pickle.dump(answer, stdout)
-        stdout.flush()
+        try:
+            pickle.dump(answer, stdout)
+            stdout.flush()
+        except BrokenPipeError:
+            return  # the parent is gone (server shut down while this index was being built)
 
 
 if __name__ == "__main__":
