@@ -9,7 +9,7 @@ import re
 from typing import Dict, List, Optional, Tuple
 
 from .pattern_regex import pattern_content_regex
-from .schema_merge import Unsatisfiable
+from .schema_merge import Unsatisfiable, pattern_matches
 from .string_regex import JSON_STRING, escape_literal
 
 __all__ = ["ContainerRegexMixin", "JSON_NUMBER_REGEX", "JSON_NUMBER_CAPPED"]
@@ -156,7 +156,7 @@ class ContainerRegexMixin:
                     raise Unsatisfiable(f"required property {name!r} is rejected by propertyNames")
                 out[name] = False
                 continue
-            matched = [sub for pat, sub in patterns.items() if _search(pat, name)]
+            matched = [sub for pat, sub in patterns.items() if pattern_matches(pat, name)]
             own = [props[name]] if name in props else ([] if matched else [extra])
             parts = own + matched
             out[name] = parts[0] if len(parts) == 1 else {"allOf": parts}
@@ -300,10 +300,3 @@ class ContainerRegexMixin:
             return ""
         return _repeat(self._sep + rest, max(lo - i, 0), None if hi is None else hi - i)
 
-
-def _search(pattern: str, name: str) -> bool:
-    """Whether a patternProperties pattern matches a property name (unanchored, as in ECMA-262)."""
-    try:
-        return re.search(pattern, name) is not None
-    except re.error as e:
-        raise ValueError(f"unsupported JSON schema keyword: patternProperties (pattern {pattern!r}: {e})") from None

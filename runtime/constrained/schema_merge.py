@@ -69,14 +69,16 @@ def _hidden_names(closed: dict, other: dict) -> Dict[str, Any]:
     own = set(closed.get("properties", {}))
     patterns = list(closed.get("patternProperties", {}))
     foreign = [n for n in list(other.get("properties", {})) + list(other.get("required", [])) if n not in own]
-    return {n: extra for n in foreign if not any(_matches(p, n) for p in patterns)}
+    return {n: extra for n in foreign if not any(pattern_matches(p, n) for p in patterns)}
 
 
-def _matches(pattern: str, name: str) -> bool:
+def pattern_matches(pattern: str, name: str) -> bool:
+    """Whether a patternProperties pattern matches a property name (unanchored, as in ECMA-262);
+    ValueError naming the keyword for a pattern Python cannot compile."""
     try:
         return re.search(pattern, name) is not None
-    except re.error:
-        return True  # cannot tell: treat the name as covered by the pattern's schema
+    except re.error as e:
+        raise ValueError(f"unsupported JSON schema keyword: patternProperties (pattern {pattern!r}: {e})") from None
 
 
 def _restrict_hidden(out: dict, hidden: Dict[str, Any]) -> None:
