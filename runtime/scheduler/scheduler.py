@@ -17,10 +17,12 @@ decode batch once their first token is read. Steps fall back to launch-then-proc
 decode could run out of KV slots (retraction needs every token on the host).
 
 Constrained requests keep the overlap: a decode batch holding one is launched with its sampling
-deferred (`Launched.sample` is None); the host processes batch k (accepting its tokens into the
-grammars, jumping forward) while the device runs forward k+1, then fills k+1's vocab masks and
-enqueues its sampling. A request jumped forward in between has moved on (`Req.epoch`), so the
-token batch k+1 sampled for it is dropped, like a finished request's.
+deferred (`Launched.sample` is None). While the device runs forward k+1, the host reads batch k's
+tokens, appends those of the constrained requests (their grammars accept them), fills k+1's vocab
+masks and enqueues its sampling, and only then processes the rest of batch k (outputs,
+finishes, jump-forward), so the device is not left waiting on that work. A request that
+finishes at batch k or is jumped forward after it has moved on (`Req.epoch`), so the token batch
+k+1 sampled for it is dropped.
 """
 
 from __future__ import annotations
@@ -76,6 +78,15 @@ class Launched:
     future_base: int = -1  # decode under overlap: first future-map slot of this batch's tokens
     decode: Optional["Launched"] = None  # mixed chunked prefill: the decode step in the same forward
     epochs: Optional[List[int]] = None  # decode: each request's Req.epoch at launch
+    appended: Optional[set] = None  # decode: rows whose token was appended before the rest (grammars)
+
+
+def _sampling_deferred(launched: Optional[Launched]) -> bool:
+    return launched is not None and any(p is not None and p.sample is None for p in (launched, launched.decode))
+
+
+def _decode_part(launched: Launched) -> Optional[Launched]:
+    return launched if launched.partial is None else launched.decode
 
 
 class Scheduler:
@@ -242,6 +253,11 @@ class Scheduler:
         launched = self._launch()
         if self._inflight is not None:
             self.num_overlapped_steps += launched is not None
+            if _sampling_deferred(launched):
+                # The device has only forward k+1 queued: give it k+1's sampling before the host
+                # turns to the rest of batch k (outputs, finishes, jump-forward).
+                self._append_constrained(self._inflight)
+                self._sample_deferred(launched)
             outputs += self._process(self._inflight)
         self._sample_deferred(launched)
         self._inflight = launched
@@ -484,15 +500,29 @@ class Scheduler:
                 req.future_slot = base + i
         return base
 
+    def _append_constrained(self, launched: Launched) -> None:
+        """Append the tokens of `launched`'s constrained requests (their grammars accept them), so
+        the next step's masks can be filled before the rest of the batch is processed."""
+        part = _decode_part(launched)
+        if part is None:
+            return
+        part.appended = set()
+        for i, req in enumerate(part.batch.reqs):
+            if req.grammar is not None and not req.finished() and req.epoch == part.epochs[i]:
+                self._append_token(req, part.sample, i)
+                part.appended.add(i)
+
     def _process_decode(self, launched: Launched) -> List[ReqOutput]:
         batch, sample = launched.batch, launched.sample
+        appended = launched.appended or ()
         outputs = []
         for i, req in enumerate(batch.reqs):
             if req.future_slot == launched.future_base + i:
                 req.future_slot = None
-            if req.finished() or req.epoch != launched.epochs[i]:
+            if i not in appended and (req.finished() or req.epoch != launched.epochs[i]):
                 continue  # finished (or jumped forward) in the step before: this extra token is dropped
-            self._append_token(req, sample, i)
+            if i not in appended:
+                self._append_token(req, sample, i)
             outputs += self._after_token(req)
         self.running = [r for r in self.running if not r.finished()]
         self._jump_forward()
@@ -568,6 +598,7 @@ class Scheduler:
             req.reset_for_retract()
             req.output_ids, req.rewrite = new_ids, True
             req.epoch += 1  # a decode batch still in flight holds a token for the old output
+            req.future_slot = None  # that batch's token is dropped; the extend reads output_ids
             self.running.remove(req)
             self.waiting.insert(0, req)
             self._prefill_blocked = False
