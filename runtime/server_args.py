@@ -50,8 +50,8 @@ LOAD_FORMATS = ["auto", "pt", "safetensors", "gguf", "dummy"]
 DTYPES = ["auto", "half", "float16", "bfloat16", "float", "float32"]
 KV_DTYPES = ["auto", "fp8_e5m2", "fp8_e4m3"]
 POLICIES = ["lpm", "random", "fcfs", "dfs-weight"]
-ATTENTION_BACKENDS = ["triton", "torch_native"]
-PLANNED_ATTENTION_BACKENDS = ("flashinfer", "hip")
+ATTENTION_BACKENDS = ["triton", "torch_native", "hip"]
+PLANNED_ATTENTION_BACKENDS = ("flashinfer",)
 _LOCAL_ONLY = "models load from local paths only; sgl never downloads from a model hub"
 
 
@@ -152,10 +152,16 @@ class ServerArgs:
 
     # Kernels and backends
     attention_backend: Optional[str] = _f(
-        None, "Attention kernels: triton (GPU) or torch_native. Unset: triton on GPU, torch_native on CPU. "
-        "flashinfer and hip are planned.", choices=ATTENTION_BACKENDS,
-        unsupported=Unsupported("it is planned but not built yet; use triton (GPU) or torch_native",
+        None, "Attention kernels: triton (GPU), torch_native, or hip (HiP sparse attention, the same as "
+        "--enable-hip-attention). Unset: triton on GPU, torch_native on CPU. flashinfer is planned.",
+        choices=ATTENTION_BACKENDS,
+        unsupported=Unsupported("it is planned but not built yet; use triton (GPU), torch_native or hip",
                                 when=lambda v: v in PLANNED_ATTENTION_BACKENDS, examples=PLANNED_ATTENTION_BACKENDS))
+    enable_hip_attention: bool = _f(
+        False, "HiP attention (hierarchically pruned sparse attention, docs/hip.md): long contexts in sub-quadratic "
+        "time, and --context-length past the model's trained window.")
+    hip_attention_config: Optional[str] = _f(
+        None, "HiP configuration: a preset (3K, 5K, 16K-shallow), a JSON object or a JSON file. Unset: 3K.")
     sampling_backend: Optional[str] = _f(
         None, "Sampling kernels: pytorch. Unset: pytorch. flashinfer sampling is not built yet.", choices=["pytorch"],
         unsupported=Unsupported("flashinfer sampling is not built yet; use pytorch",
@@ -214,6 +220,12 @@ class ServerArgs:
             self.device = _default_device()
         if self.chunked_prefill_size is None:
             self.chunked_prefill_size = _default_chunk_size(self.device)
+        if self.enable_hip_attention:
+            if self.attention_backend not in (None, "hip"):
+                raise ValueError(f"--enable-hip-attention selects the hip attention backend; it cannot be combined "
+                                 f"with --attention-backend {self.attention_backend}")
+            self.attention_backend = "hip"
+        self.enable_hip_attention = self.attention_backend == "hip"
         if self.attention_backend is None:
             self.attention_backend = "torch_native" if self.device == "cpu" else "triton"
         if self.sampling_backend is None:
@@ -248,6 +260,12 @@ class ServerArgs:
             raise ValueError("--cuda-graph-max-bs must be >= 1 (or unset: sized from the GPU's memory)")
         if self.cuda_graph_bs is not None and any(b < 1 for b in self.cuda_graph_bs):
             raise ValueError(f"--cuda-graph-bs sizes must be >= 1, got {self.cuda_graph_bs}")
+        if self.hip_attention_config is not None:
+            if not self.enable_hip_attention:
+                raise ValueError("--hip-attention-config applies to HiP attention; add --enable-hip-attention")
+            from sgl.runtime.attention.hip.config import load_hip_config
+
+            load_hip_config(self.hip_attention_config)
         try:
             overrides = json.loads(self.json_model_override_args)
         except json.JSONDecodeError as e:

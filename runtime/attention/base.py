@@ -81,6 +81,7 @@ class CudaGraphAttentionBackend(AttentionBackend, Protocol):
 ATTENTION_BACKENDS: Dict[str, Tuple[str, str]] = {
     "torch_native": ("sgl.runtime.attention.torch_native", "TorchNativeAttnBackend"),
     "triton": ("sgl.runtime.attention.triton_backend", "TritonAttnBackend"),
+    "hip": ("sgl.runtime.attention.hip.backend", "HipAttnBackend"),
 }
 # Where a backend cannot be imported (no triton), the one to use instead.
 FALLBACK = {"triton": "torch_native"}

@@ -74,6 +74,7 @@ class ModelConfig:
             dtype=server_args.dtype,
             device=server_args.device,
             trust_remote_code=server_args.trust_remote_code,
+            allow_longer_context=getattr(server_args, "enable_hip_attention", False),
         )
 
     @classmethod
@@ -86,11 +87,17 @@ class ModelConfig:
         dtype: str = "auto",
         device: Optional[str] = None,
         trust_remote_code: bool = False,
+        allow_longer_context: bool = False,
     ) -> "ModelConfig":
+        """`allow_longer_context`: a `context_length` past the trained window is accepted (HiP
+        attention extends the context); otherwise it is a ValueError, as in SGLang, unless
+        SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN=1."""
         path = resolve_model_path(model_path)
         fmt = resolve_load_format(path, load_format)
         hf_config = read_hf_config(path, trust_remote_code)
         apply_overrides(hf_config, json_override)
+        if context_length is not None and not allow_longer_context:
+            _check_not_longer(hf_config, context_length)
         return cls._from_hf_config(path, fmt, hf_config, context_length, dtype, device)
 
     @classmethod
@@ -231,6 +238,18 @@ def _context_len(hf_config: PretrainedConfig, override: Optional[int]) -> int:
     if not value:
         raise ValueError("the model config has no max_position_embeddings; pass --context-length")
     return int(value)
+
+
+def _check_not_longer(hf_config: PretrainedConfig, override: int) -> None:
+    trained = getattr(hf_config, "max_position_embeddings", None)
+    if not trained or int(override) <= int(trained):
+        return
+    if os.environ.get("SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN", "").lower() in ("1", "true"):
+        return
+    raise ValueError(
+        f"--context-length {override} is longer than the model's trained window ({trained} tokens): "
+        "add --enable-hip-attention, which extends the context without training, or set "
+        "SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN=1 to accept it with dense attention (quality drops past the window)")
 
 
 def _eos_token_ids(path: str, hf_config: PretrainedConfig) -> Set[int]:

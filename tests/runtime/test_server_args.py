@@ -129,7 +129,6 @@ def test_every_field_is_read_or_refused():
 REFUSED = [
     ({"tp_size": 2}, "--tp-size 2", "tensor parallelism"),
     ({"dp_size": 2}, "--dp-size 2", "data parallelism"),
-    ({"attention_backend": "hip"}, "--attention-backend hip", "planned"),
     ({"attention_backend": "flashinfer"}, "--attention-backend flashinfer", "planned"),
     ({"quantization": "fp8"}, "--quantization fp8", "quantization"),
     ({"cpu_offload_gb": 4}, "--cpu-offload-gb 4", "use 0"),

@@ -1,0 +1,165 @@
+"""The `hip` attention backend: InfiniteHiP sparse attention with training-free context extension.
+
+Per layer and forward: the query blocks of every request in the batch (prefill is batched across
+requests) estimate their masks through the multi-stage pruning (mask.py), then attend over
+sink + selected blocks + sliding window (block-sparse attention). With `using_extend` (the default)
+the model leaves q and k un-rotated, the KV pool stores un-rotated keys, and the kernels rotate them
+at chunk-indexed / relative positions for pruning and at compacted positions for attention, so no
+query ever sees a distance longer than about sink + selected + window + block: the context extends
+past the trained window.
+
+Decode keeps, per request and per layer, the mask and the inputs of every stage after the first;
+at decode step t since the request's last extend, the first stage whose refresh interval divides t is
+recomputed from its cached input (t = 0: everything), otherwise the cached mask is reused.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Dict, List, Optional
+
+import torch
+
+from sgl.runtime.attention.base import AttentionBackend
+from sgl.runtime.attention.hip.config import HipConfig, load_hip_config
+from sgl.runtime.attention.hip.mask import (MaskState, QueryBlocks, block_sparse_attention, estimate_mask,
+                                            rope_table_size)
+
+if TYPE_CHECKING:
+    from sgl.runtime.executor.forward_batch import ForwardBatch
+    from sgl.runtime.layers.attention import RadixAttention
+
+logger = logging.getLogger(__name__)
+
+
+class HipAttnBackend(AttentionBackend):
+    def __init__(self, model_runner=None, config: Optional[HipConfig] = None, rotary=None,
+                 context_len: Optional[int] = None):
+        self.model_runner = model_runner
+        if config is None:
+            config = load_hip_config(model_runner.server_args.hip_attention_config if model_runner else None)
+        self.config = config
+        self.applies_rope = config.using_extend
+        if rotary is None and model_runner is not None:
+            rotary = _find_rotary(model_runner.model)
+        if self.applies_rope:
+            if rotary is None:
+                raise ValueError("HiP attention with using_extend needs a model with rotary embeddings")
+            if rotary.rotary_dim != rotary.head_size or not rotary.is_neox_style:
+                raise ValueError("HiP attention applies RoPE itself and supports full-head, neox-style RoPE only; "
+                                 "set \"using_extend\": false in --hip-attention-config for this model")
+        self.rotary = rotary
+        if context_len is None:
+            context_len = model_runner.model_config.context_len if model_runner else 1 << 17
+        self.context_len = context_len
+        self._table: Dict[torch.device, tuple] = {}
+        # decode mask cache: per layer, a MaskState over every request row; per row, decode steps
+        # since its last extend
+        self._cache: Dict[int, MaskState] = {}
+        self._steps: List[int] = []
+        if model_runner is not None:
+            logger.info("HiP attention: %s", config.to_json())
+
+    # ---- planning ---------------------------------------------------------------------------
+    def rope_table(self, device) -> tuple:
+        device = torch.device(device)
+        if device not in self._table:
+            if not self.applies_rope:
+                empty = torch.zeros(1, 1, device=device)
+                self._table[device] = (empty, empty)
+            else:
+                size = rope_table_size(self.config.layers, self.config.block_size_q, self.context_len)
+                cos, sin = self.rotary.cos_sin(torch.arange(size, device=device))
+                self._table[device] = (cos.contiguous(), sin.contiguous())
+        return self._table[device]
+
+    def init_forward_metadata(self, fb: "ForwardBatch") -> None:
+        if fb.seq_lens_cpu is None:
+            fb.seq_lens_cpu = fb.seq_lens.tolist()
+        if fb.req_pool_indices_cpu is None:
+            fb.req_pool_indices_cpu = fb.req_pool_indices.tolist()
+        rows = fb.req_pool_indices_cpu
+        need = fb.req_to_token_pool.req_to_token.shape[0]
+        if len(self._steps) < need:
+            self._steps.extend([0] * (need - len(self._steps)))
+        if fb.forward_mode.is_decode():
+            n_stages = len(self.config.layers[0].stages)
+            row_from = []
+            for r in rows:
+                stage = self.config.refresh_stage(self._steps[r])
+                row_from.append(n_stages if stage is None else stage)
+                self._steps[r] += 1
+            blocks = QueryBlocks.for_decode(fb.req_pool_indices, fb.seq_lens, max(fb.seq_lens_cpu))
+            fb.attn_metadata = _DecodePlan(blocks, min(row_from), n_stages,
+                                           torch.tensor(row_from, dtype=torch.int64, device=fb.seq_lens.device))
+        else:
+            for r in rows:  # the next decode step recomputes every stage
+                self._steps[r] = 0
+            fb.attn_metadata = QueryBlocks.for_extend(rows, fb.extend_prefix_lens_cpu, fb.extend_seq_lens_cpu,
+                                                      self.config.block_size_q, fb.seq_lens.device)
+
+    # ---- forward ----------------------------------------------------------------------------
+    def _inputs(self, q, layer: "RadixAttention", fb: "ForwardBatch"):
+        q = (q.view(-1, layer.tp_q_head_num, layer.head_dim).float() * layer.scaling).to(q.dtype)
+        k_buf, v_buf = fb.token_to_kv_pool.get_kv_buffer(layer.layer_id)
+        return q, k_buf, v_buf, fb.req_to_token_pool.req_to_token
+
+    def forward_extend(self, q, k, v, layer: "RadixAttention", fb: "ForwardBatch") -> torch.Tensor:
+        blocks: QueryBlocks = fb.attn_metadata
+        q, k_buf, v_buf, table = self._inputs(q, layer, fb)
+        cfg = self.config.layer(layer.layer_id)
+        cos, sin = self.rope_table(q.device)
+        mask = estimate_mask(q, k_buf, table, blocks, cfg, self.config.using_extend, cos, sin)
+        out = block_sparse_attention(q, k_buf, v_buf, table, blocks, mask, cfg, self.config.using_extend, cos, sin)
+        return out.view(-1, layer.tp_q_head_num * layer.head_dim)
+
+    def forward_decode(self, q, k, v, layer: "RadixAttention", fb: "ForwardBatch") -> torch.Tensor:
+        plan: _DecodePlan = fb.attn_metadata
+        q, k_buf, v_buf, table = self._inputs(q, layer, fb)
+        cfg = self.config.layer(layer.layer_id)
+        cos, sin = self.rope_table(q.device)
+        rows = plan.blocks.row
+        store = self._layer_cache(layer.layer_id, cfg, table.shape[0], q.device)
+        cached = MaskState(store.starts[rows], store.ks[rows], [None if s is None else s[rows] for s in store.stage_inputs])
+        if plan.from_stage >= plan.n_stages:
+            mask = cached
+        else:
+            mask = estimate_mask(q, k_buf, table, plan.blocks, cfg, self.config.using_extend, cos, sin,
+                                 from_stage=plan.from_stage, cached=cached, row_from=plan.row_from)
+            store.starts[rows] = mask.starts
+            store.ks[rows] = mask.ks
+            for s in range(1, plan.n_stages):
+                store.stage_inputs[s][rows] = mask.stage_inputs[s]
+        out = block_sparse_attention(q, k_buf, v_buf, table, plan.blocks, mask, cfg, self.config.using_extend, cos, sin)
+        return out.view(-1, layer.tp_q_head_num * layer.head_dim)
+
+    def _layer_cache(self, layer_id: int, cfg, rows: int, device) -> MaskState:
+        store = self._cache.get(layer_id)
+        if store is None or store.starts.shape[0] != rows or store.starts.device != torch.device(device):
+            def lists(n):
+                return torch.zeros(rows, n, dtype=torch.int64, device=device)
+
+            inputs = [None] + [lists(st.k // st.chunk_size) for st in cfg.stages[1:]]
+            store = MaskState(lists(cfg.max_blocks), torch.zeros(rows, dtype=torch.int64, device=device), inputs)
+            self._cache[layer_id] = store
+        return store
+
+
+class _DecodePlan:
+    def __init__(self, blocks: QueryBlocks, from_stage: int, n_stages: int, row_from: torch.Tensor):
+        self.blocks = blocks
+        self.from_stage = from_stage
+        self.n_stages = n_stages
+        self.row_from = row_from
+
+
+def _find_rotary(model):
+    from sgl.runtime.layers.rotary import RotaryEmbedding
+
+    if model is None:
+        return None
+    for m in model.modules():
+        emb = getattr(m, "rotary_emb", None)
+        if isinstance(emb, RotaryEmbedding):
+            return emb
+    return None

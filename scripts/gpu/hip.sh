@@ -1,0 +1,20 @@
+# Issue 14 on the GPU: HiP kernels' tests (real shapes and every small-shape test compiled for the
+# GPU), the HiP backend end to end on the default model, per-layer speed at Llama-3.1-8B shapes,
+# passkey retrieval with the default model (HiP and dense).
+# Usage (GPU machine, repo root): bash scripts/gpu/hip.sh [tests|bench|passkey]...
+source scripts/gpu/setup.sh
+for phase in "${@:-tests bench}"; do
+  case "$phase" in
+    tests)
+      timeout 200 python3 -m pytest -q -p no:cacheprovider -m "gpu or not gpu" tests/kernels/test_hip_bsa.py \
+        tests/kernels/test_hip_prune.py -rs -x 2>&1 | tee "$OUT/hip_kernel_tests.log" | tail -15
+      timeout 150 python3 -m pytest -q -p no:cacheprovider tests/runtime/test_hip_attention.py -rs -x 2>&1 \
+        | tee "$OUT/hip_backend_tests.log" | tail -8 ;;
+    bench)
+      timeout 280 python3 -m sgl.bench_hip kernels --contexts 32768 131072 1048576 --json "$OUT/hip_kernels.json" 2>&1 \
+        | tee "$OUT/hip_kernels.log" | tail -6 ;;
+    passkey)
+      timeout 540 python3 -m sgl.bench_hip passkey --lengths 16384 32768 65536 --depths 10 --dense \
+        --json "$OUT/hip_passkey.json" 2>&1 | tee "$OUT/hip_passkey.log" | grep -v "^\[" | tail -12 ;;
+  esac
+done
