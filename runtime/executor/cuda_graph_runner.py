@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import os
 from typing import Dict, List, Optional
 
 import torch
@@ -32,6 +33,19 @@ def capture_batch_sizes(max_bs: int, req_slots: int, explicit: Optional[List[int
 
 
 GIB = 1 << 30
+
+
+def srt_max_batch():
+    """SRT_MAX_BATCH (the HiP fork's variable): the largest decode batch captured in CUDA graphs,
+    None when unset or not positive."""
+    value = os.environ.get("SRT_MAX_BATCH", "").strip()
+    if not value:
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        raise ValueError(f"SRT_MAX_BATCH must be an integer, got {value!r}") from None
+    return n if n > 0 else None
 
 
 def default_cuda_graph_max_bs(total_memory: int, tp_size: int = 1) -> int:
@@ -53,6 +67,7 @@ class CudaGraphRunner:
         self.backend = model_runner.attn_backend
         max_bs = sa.cuda_graph_max_bs or (max(sa.cuda_graph_bs) if sa.cuda_graph_bs else default_cuda_graph_max_bs(
             torch.cuda.get_device_properties(model_runner.device).total_memory, sa.tp_size))
+        max_bs = min(max_bs, srt_max_batch() or max_bs)
         self.batch_sizes = capture_batch_sizes(max_bs, model_runner.req_to_token_pool.size - 1, sa.cuda_graph_bs)
         # With --disable-cuda-graph-padding only batches of exactly a captured size replay.
         self.exact_only = sa.disable_cuda_graph_padding

@@ -29,3 +29,17 @@ def test_bad_graph_sizes_name_the_flag(kw, flag):
 
 def test_unset_max_bs_stays_auto():
     assert ServerArgs(model_path="not-loaded", tokenizer_path="not-loaded").cuda_graph_max_bs is None
+
+
+def test_srt_max_batch_env(monkeypatch):
+    from sgl.runtime.executor.cuda_graph_runner import srt_max_batch
+
+    monkeypatch.delenv("SRT_MAX_BATCH", raising=False)
+    assert srt_max_batch() is None
+    monkeypatch.setenv("SRT_MAX_BATCH", "8")
+    assert srt_max_batch() == 8
+    monkeypatch.setenv("SRT_MAX_BATCH", "-1")  # the fork's "no cap"
+    assert srt_max_batch() is None
+    monkeypatch.setenv("SRT_MAX_BATCH", "many")
+    with pytest.raises(ValueError, match="SRT_MAX_BATCH"):
+        srt_max_batch()

@@ -1,0 +1,1 @@
+"""HiP attention (docs/hip.md): the `hip` backend, its configuration and mask pipeline."""
