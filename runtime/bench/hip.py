@@ -1,4 +1,4 @@
-"""`python -m sgl.bench_hip {kernels,passkey}`: HiP attention speed per layer and passkey quality.
+"""`python -m sgl.bench_hip {kernels,passkey,quality,recall}`: HiP attention speed and quality.
 
 kernels (GPU): one layer of the Llama-3.1-8B shape (32 q / 8 KV heads x 128, bf16), keys in a paged
 pool in order, HiP's 3K preset (a non-"dense" layer: 2048 selected tokens, relative pruning RoPE):
@@ -10,6 +10,12 @@ pool in order, HiP's 3K preset (a non-"dense" layer: 2048 selected tokens, relat
   over the same keys (non-causal: the chunk sees every key; the causal part inside the chunk is a
   small share at long contexts).
 Times are medians of `triton.testing.do_bench`.
+
+quality: teacher-forced over a long text inside the trained window (2K-6K), the share of positions
+where HiP's argmax next token equals dense's, and both perplexities.
+
+recall: with the default model's own q and k at one length (32K), the share of the exact attention
+mass that falls on HiP's keys (sink + selected + window), per layer.
 
 passkey: the default model through sgl.Engine at each length, a pass key hidden at `--depths`
 evenly spread depths of filler text; HiP (the configured preset) and, with --dense, dense attention
@@ -177,6 +183,123 @@ def bench_passkey(lengths: List[int], depths: int, dense: bool, hip_config, chun
     return results
 
 
+def long_text_ids(tokenizer, n: int) -> List[int]:
+    """A long English text with no network: this repository's docs, repeated if short."""
+    root = os.path.join(os.path.dirname(__file__), "..", "..", "docs")
+    parts = []
+    if os.path.isdir(root):
+        for name in sorted(os.listdir(root)):
+            if name.endswith(".md"):
+                with open(os.path.join(root, name)) as f:
+                    parts.append(f.read())
+    text = "\n\n".join(parts) or FILLER * 2000
+    ids = tokenizer.encode(text)
+    while len(ids) < n:
+        ids = ids + ids
+    return ids[:n]
+
+
+def bench_quality(lengths: List[int], hip_config) -> List[dict]:
+    """Teacher-forced over a long text inside the trained window: per position, does HiP's argmax
+    next token equal dense's, and the perplexity of the text under each."""
+    import math
+
+    import sgl
+    from sgl.runtime.models.default_model import default_model_path
+    from sgl.runtime.models.tokenizer import get_tokenizer
+
+    tok = get_tokenizer(default_model_path())
+    per_mode = {}
+    for name, kw in (("hip", dict(enable_hip_attention=True, hip_attention_config=hip_config)), ("dense", {})):
+        engine = sgl.Engine(context_length=max(lengths) + 64, log_level="warning", **kw)
+        try:
+            for length in lengths:
+                ids = long_text_ids(tok, length)
+                out = engine.generate(input_ids=ids, sampling_params={"max_new_tokens": 1, "temperature": 0},
+                                      return_logprob=True, logprob_start_len=0, top_logprobs_num=1)
+                meta = out["meta_info"]
+                lps = [x[0] for x in meta["input_token_logprobs"][1:]]
+                top = [t[0][1] if t else None for t in meta["input_top_logprobs"][1:]]
+                per_mode[(name, length)] = (lps, top)
+        finally:
+            engine.shutdown()
+    rows = []
+    for length in lengths:
+        (hl, ht), (dl, dt) = per_mode[("hip", length)], per_mode[("dense", length)]
+        agree = sum(a == b for a, b in zip(ht, dt)) / max(1, len(dt))
+        ppl_h, ppl_d = math.exp(-sum(hl) / len(hl)), math.exp(-sum(dl) / len(dl))
+        row = {"length": length, "argmax_agreement": round(agree, 4), "ppl_hip": round(ppl_h, 3),
+               "ppl_dense": round(ppl_d, 3), "ppl_ratio": round(ppl_h / ppl_d, 4)}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+def bench_recall(length: int, hip_config, queries: int = 64) -> List[dict]:
+    """Share of the exact attention mass (dense softmax, keys at their true positions) that falls on
+    HiP's keys (sink + selected + window), for the last `queries` queries of a `length`-token text,
+    per layer, with the default model's own q and k."""
+    from sgl.kernels.hip_reference import rope_rows
+    from sgl.runtime.attention.hip.mask import QueryBlocks, estimate_mask
+    from sgl.runtime.executor.model_runner import ModelRunner, throwaway_extend
+    from sgl.runtime.models.tokenizer import get_tokenizer
+    from sgl.runtime.server_args import ServerArgs
+
+    sa = ServerArgs(enable_hip_attention=True, hip_attention_config=hip_config, context_length=length + 64,
+                    max_total_tokens=length + 256, chunked_prefill_size=length, log_level="warning")
+    runner = ModelRunner(sa)
+    backend = runner.attn_backend
+    ids = torch.tensor(long_text_ids(get_tokenizer(sa.model_path), length))
+    rows = []
+    orig = backend.forward_extend
+
+    def probe(q, k, v, layer, fb):
+        out = orig(q, k, v, layer, fb)
+        qs, k_buf, _, table = backend._inputs(q, layer, fb)
+        cfg = backend.config.layer(layer.layer_id)
+        cos, sin = backend.rope_table(qs.device)
+        bq = backend.config.block_size_q
+        first = length - queries
+        blocks = QueryBlocks.for_extend([fb.req_pool_indices_cpu[0]], [first], [queries], bq, qs.device)
+        qq = qs[first:]
+        mask = estimate_mask(qq, k_buf, table, blocks, cfg, backend.config.using_extend, cos, sin)
+        slots = table[fb.req_pool_indices_cpu[0], :length].long()
+        keys = k_buf[slots].float()
+        pos = torch.arange(length, device=qs.device)
+        c, s_ = backend.rotary.cos_sin(pos)
+        if backend.config.using_extend:
+            keys = rope_rows(keys, pos[:, None].expand(length, keys.shape[1]), c, s_)
+            qr = rope_rows(qq.float(), pos[first:, None].expand(queries, qq.shape[1]), c, s_)
+        else:
+            qr = qq.float()
+        group = qr.shape[1] // keys.shape[1]
+        scores = torch.einsum("qhd,khd->hqk", qr, keys.repeat_interleave(group, 1))
+        qpos = pos[first:]
+        scores = scores.masked_fill(pos[None, None, :] > qpos[None, :, None], float("-inf"))
+        probs = scores.softmax(-1)
+        attended = torch.zeros(queries, length, dtype=torch.bool, device=qs.device)
+        win = (pos[None, :] > qpos[:, None] - cfg.sliding_window_size) & (pos[None, :] <= qpos[:, None])
+        far = pos[None, :] <= qpos[:, None] - cfg.sliding_window_size
+        chosen = torch.zeros(length, dtype=torch.bool, device=qs.device)
+        chosen[: cfg.sink_token_size] = True
+        for b in range(mask.starts.shape[0]):
+            for st in mask.starts[b, : int(mask.ks[b])].tolist():
+                chosen[st: st + cfg.block_k] = True
+        attended = win | (far & chosen[None, :])
+        recall = float((probs * attended[None]).sum(-1).mean())
+        rows.append({"layer": layer.layer_id, "recall": round(recall, 4), "selected_tokens": int(mask.ks.max()) * cfg.block_k})
+        return out
+
+    backend.forward_extend = probe
+    with torch.inference_mode():
+        throwaway_extend(runner, [length], [0], input_ids=ids)
+    for r in rows:
+        print(json.dumps(r), flush=True)
+    mean = sum(r["recall"] for r in rows) / len(rows)
+    print(json.dumps({"length": length, "mean_recall": round(mean, 4), "min_recall": min(r["recall"] for r in rows)}))
+    return rows
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m sgl.bench_hip", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -193,9 +316,21 @@ def main(argv=None) -> None:
     pk.add_argument("--hip-attention-config", default=None)
     pk.add_argument("--chunked-prefill-size", type=int, default=8192)
     pk.add_argument("--json", default=None)
+    qa = sub.add_parser("quality", help="argmax agreement and perplexity vs dense inside the trained window")
+    qa.add_argument("--lengths", type=int, nargs="+", default=[2048, 4096, 6144])
+    qa.add_argument("--hip-attention-config", default=None)
+    qa.add_argument("--json", default=None)
+    rc = sub.add_parser("recall", help="exact attention mass on HiP's keys, per layer")
+    rc.add_argument("--length", type=int, default=32768)
+    rc.add_argument("--hip-attention-config", default=None)
+    rc.add_argument("--json", default=None)
     args = p.parse_args(argv)
     if args.cmd == "kernels":
         rows = bench_kernels(args.contexts, args.prefill_chunk, args.preset, args.skip_dense_prefill)
+    elif args.cmd == "quality":
+        rows = bench_quality(args.lengths, args.hip_attention_config)
+    elif args.cmd == "recall":
+        rows = bench_recall(args.length, args.hip_attention_config)
     else:
         rows = bench_passkey(args.lengths, args.depths, args.dense, args.hip_attention_config, args.chunked_prefill_size, {})
     if args.json:

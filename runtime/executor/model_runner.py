@@ -215,10 +215,12 @@ def profile_prefill_peak(runner: "ModelRunner", num_tokens: int) -> int:
     return throwaway_extend(runner, lens, [0] * len(lens))
 
 
-def throwaway_extend(runner: "ModelRunner", extend_lens: List[int], prefix_lens: List[int]) -> int:
-    """One extend forward (random ids; the prefixes' KV is zeros) on throwaway pools laid out like
-    the real ones, so every kernel it launches is the build a real batch of that kind uses. Returns
-    the peak memory it allocated above what was allocated before it ran."""
+def throwaway_extend(runner: "ModelRunner", extend_lens: List[int], prefix_lens: List[int],
+                     input_ids: Optional[torch.Tensor] = None) -> int:
+    """One extend forward (random ids unless `input_ids` are given; the prefixes' KV is zeros) on
+    throwaway pools laid out like the real ones, so every kernel it launches is the build a real
+    batch of that kind uses. Returns the peak memory it allocated above what was allocated before
+    it ran."""
     mc = runner.model_config
     dev = runner.device
     bs = len(extend_lens)
@@ -237,7 +239,7 @@ def throwaway_extend(runner: "ModelRunner", extend_lens: List[int], prefix_lens:
         r2t.write(i, 0, row)
     out_loc = torch.cat([row[p:] for row, p in zip(rows, prefix_lens)])
     num_tokens = sum(extend_lens)
-    ids = torch.randint(0, mc.vocab_size, (num_tokens,), device=dev)
+    ids = torch.randint(0, mc.vocab_size, (num_tokens,), device=dev) if input_ids is None else input_ids.to(dev)
     ext_t = torch.tensor(extend_lens, device=dev)
     fb = ForwardBatch(
         forward_mode=ForwardMode.EXTEND, batch_size=bs, input_ids=ids,

@@ -1,7 +1,8 @@
 # Issue 14 on the GPU: HiP kernels' tests (real shapes and every small-shape test compiled for the
 # GPU), the HiP backend end to end on the default model, per-layer speed at Llama-3.1-8B shapes,
-# passkey retrieval with the default model (HiP and dense).
-# Usage (GPU machine, repo root): bash scripts/gpu/hip.sh [tests|bench|passkey]...
+# passkey retrieval with the default model (HiP and dense), argmax agreement / perplexity against
+# dense inside the window, and recall of the attention mass at 32K.
+# Usage (GPU machine, repo root): bash scripts/gpu/hip.sh [tests|bench|passkey|quality]...
 source scripts/gpu/setup.sh
 for phase in "${@:-tests bench}"; do
   case "$phase" in
@@ -13,6 +14,11 @@ for phase in "${@:-tests bench}"; do
     bench)
       timeout 280 python3 -m sgl.bench_hip kernels --contexts 32768 131072 1048576 --json "$OUT/hip_kernels.json" 2>&1 \
         | tee "$OUT/hip_kernels.log" | tail -6 ;;
+    quality)
+      timeout 200 python3 -m sgl.bench_hip quality --lengths 2048 4096 6144 --json "$OUT/hip_quality.json" 2>&1 \
+        | tee "$OUT/hip_quality.log" | grep -v "^\[" | tail -5
+      timeout 200 python3 -m sgl.bench_hip recall --length 32768 --json "$OUT/hip_recall.json" 2>&1 \
+        | tee "$OUT/hip_recall.log" | grep -v "^\[" | tail -3 ;;
     passkey)
       timeout 540 python3 -m sgl.bench_hip passkey --lengths 16384 32768 65536 --depths 10 --dense \
         --json "$OUT/hip_passkey.json" 2>&1 | tee "$OUT/hip_passkey.log" | grep -v "^\[" | tail -12 ;;
