@@ -189,7 +189,8 @@ class ServerArgs:
     enable_nan_detection: bool = _f(False, "Replace NaN logits before sampling, with a warning.")
     triton_attention_reduce_in_fp32: bool = _f(
         False, "Reduce Triton attention in float32 (always so: the kernels accumulate in float32).", always=True)
-    triton_attention_num_kv_splits: int = _f(8, "Most KV splits of the Triton decode-attention kernel.")
+    triton_attention_num_kv_splits: int = _f(8, "KV splits of the Triton decode-attention kernel for large batches "
+                                             "(small batches get more, up to 64, so one long request fills the GPU).")
     num_continuous_decode_steps: int = _f(
         1, "Decode steps per scheduling round. Not built: only 1 is accepted.",
         unsupported=Unsupported("the scheduler runs one decode step per round; use 1"))

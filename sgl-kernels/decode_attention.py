@@ -154,6 +154,15 @@ def _decode_reduce_kernel(
     tl.store(Out + b * stride_ob + h * stride_oh + offs_dv, out.to(Out.dtype.element_ty), mask=offs_dv < v_head_dim)
 
 
+def decode_kv_splits(batch: int, kv_heads: int, num_sms: int, floor: int = 8, most: int = 64) -> int:
+    """Most KV splits for a decode batch: `floor` (--triton-attention-num-kv-splits), raised for small
+    batches until batch x KV heads x splits gives every SM about four programs, so one long request
+    alone reads its KV at full bandwidth; at most `most`. Each request still uses only the splits
+    its length fills (min_split_len keys each)."""
+    fill = -(-4 * num_sms // max(1, batch * kv_heads))
+    return max(floor, min(most, fill))
+
+
 def alloc_decode_scratch(batch: int, num_heads: int, v_head_dim: int, max_splits: int,
                          device) -> Tuple[torch.Tensor, torch.Tensor]:
     """(mid_o [batch, H, max_splits, Dv], mid_lse [batch, H, max_splits]), float32, uninitialised."""

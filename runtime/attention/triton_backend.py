@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Dict, Optional, Tuple
 
 import torch
 
-from sgl.kernels.decode_attention import alloc_decode_scratch, decode_attention, default_decode_config
+from sgl.kernels.decode_attention import alloc_decode_scratch, decode_attention, decode_kv_splits, default_decode_config
 from sgl.kernels.extend_attention import ExtendTiles, default_extend_config, extend_attention, plan_extend_tiles
 from sgl.kernels.kv_store import store_kv
 from sgl.kernels.utils import interpreting
@@ -83,6 +83,9 @@ class TritonAttnBackend(AttentionBackend):
         self.max_kv_splits = splits
         self.device = torch.device(model_runner.device)
         self.num_heads = mc.get_num_attention_heads(getattr(sa, "tp_size", 1))
+        self.num_kv_heads = mc.get_num_kv_heads(getattr(sa, "tp_size", 1))
+        self.num_sms = (torch.cuda.get_device_properties(self.device).multi_processor_count
+                        if self.device.type == "cuda" else 0)
         self.v_head_dim = mc.head_dim
         self.decode_config = default_decode_config(interpreting())
         self.extend_config = default_extend_config(mc.head_dim, interpreting())
@@ -101,8 +104,12 @@ class TritonAttnBackend(AttentionBackend):
         elif fb.forward_mode.is_extend():
             fb.attn_metadata = self._extend_metadata(fb, fb.batch_size)
 
+    def kv_splits(self, bs: int) -> int:
+        """Most KV splits of a decode batch of `bs` requests (see decode_kv_splits)."""
+        return decode_kv_splits(bs, self.num_kv_heads, self.num_sms, self.max_kv_splits)
+
     def _decode_scratch(self, bs: int) -> DecodeMetadata:
-        return DecodeMetadata(*alloc_decode_scratch(bs, self.num_heads, self.v_head_dim, self.max_kv_splits,
+        return DecodeMetadata(*alloc_decode_scratch(bs, self.num_heads, self.v_head_dim, self.kv_splits(bs),
                                                     self.device))
 
     def _extend_metadata(self, fb: "ForwardBatch", num_reqs: int) -> ExtendMetadata:
@@ -121,7 +128,8 @@ class TritonAttnBackend(AttentionBackend):
         uniform call; this backend's buffers do not depend on the context length."""
         if max_bs < 1:
             raise ValueError(f"max_bs must be >= 1, got {max_bs}")
-        self._graph_scratch = alloc_decode_scratch(max_bs, self.num_heads, self.v_head_dim, self.max_kv_splits,
+        # sized for the most splits (batch 1); a captured batch of bs uses the first kv_splits(bs)
+        self._graph_scratch = alloc_decode_scratch(max_bs, self.num_heads, self.v_head_dim, self.kv_splits(1),
                                                    self.device)
         self.cuda_graph_max_bs = max_bs
         self._graph_metadata.clear()
@@ -199,5 +207,5 @@ class TritonAttnBackend(AttentionBackend):
         """Decode attention of the batch's requests `reqs`, one query row each."""
         k_buf, v_buf = fb.token_to_kv_pool.get_kv_buffer(layer.layer_id)
         decode_attention(q3, k_buf, v_buf, out, fb.req_to_token_pool.req_to_token, fb.req_pool_indices[reqs],
-                         fb.seq_lens[reqs], meta.mid_o, meta.mid_lse, layer.scaling, self.max_kv_splits,
+                         fb.seq_lens[reqs], meta.mid_o, meta.mid_lse, layer.scaling, self.kv_splits(q3.shape[0]),
                          self.decode_config)

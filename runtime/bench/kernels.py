@@ -347,7 +347,11 @@ def run(sweep: str = "all", splits: int = 8) -> Dict:
     copy_gbs, mm = copy_bandwidth_gbs(), matmul_tflops()
     report = dict(device=torch.cuda.get_device_name() if DEVICE == "cuda" else DEVICE, torch=torch.__version__, triton=triton.__version__,
                   date=datetime.datetime.now().isoformat(timespec="seconds"), copy_gbs=copy_gbs, matmul_tflops=mm)
-    decode = [bench_decode_point(bs, ctx, splits, copy_gbs) for bs, ctx in DECODE_POINTS]
+    from sgl.kernels.decode_attention import decode_kv_splits
+
+    sms = torch.cuda.get_device_properties(DEVICE).multi_processor_count
+    # the split count the Triton backend picks for each batch size (decode_kv_splits)
+    decode = [bench_decode_point(bs, ctx, decode_kv_splits(bs, KVH, sms, splits), copy_gbs) for bs, ctx in DECODE_POINTS]
     decode.insert(1, bench_decode_point(*DECODE_POINTS[0], splits, copy_gbs, scattered=False))
     report["decode"] = decode
     report["decode_sweep"] = sweep_decode(*DECODE_POINTS[0], copy_gbs) if sweep in ("all", "decode") else []
@@ -360,7 +364,7 @@ def run(sweep: str = "all", splits: int = 8) -> Dict:
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="write every number to this path")
-    parser.add_argument("--splits", type=int, default=8, help="max KV splits for the decode table (the server default)")
+    parser.add_argument("--splits", type=int, default=8, help="--triton-attention-num-kv-splits for the decode table (small batches get more: decode_kv_splits)")
     parser.add_argument("--sweep", choices=["all", "decode", "extend", "none"], default="all",
                         help="which launch-shape sweeps to run")
     args = parser.parse_args(argv)

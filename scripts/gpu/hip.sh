@@ -4,7 +4,8 @@
 # dense inside the window, and recall of the attention mass at 32K.
 # Usage (GPU machine, repo root): bash scripts/gpu/hip.sh [tests|bench|passkey|quality]...
 source scripts/gpu/setup.sh
-for phase in "${@:-tests bench}"; do
+phases=("$@"); [ ${#phases[@]} -eq 0 ] && phases=(tests bench)
+for phase in "${phases[@]}"; do
   case "$phase" in
     tests)
       timeout 200 python3 -m pytest -q -p no:cacheprovider -m "gpu or not gpu" tests/kernels/test_hip_bsa.py \

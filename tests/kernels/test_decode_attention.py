@@ -87,3 +87,13 @@ def test_decode_rejects_bad_arguments(device, gen):
         decode_attention(q, k_buf, v_buf, out, table.long(), idx, seq, mid_o, mid_lse, 0.3, 2)
     with pytest.raises(ValueError, match="multiple"):
         decode_attention(q[:, :3], k_buf, v_buf, out[:, :3], table, idx, seq, mid_o, mid_lse, 0.3, 2)
+
+
+def test_split_count_fills_the_gpu_for_small_batches():
+    from sgl.kernels.decode_attention import decode_kv_splits
+
+    assert decode_kv_splits(1, 8, 132) == 64  # one long request: 512 programs on 132 SMs
+    assert decode_kv_splits(4, 8, 132) == 17
+    assert decode_kv_splits(64, 8, 132) == 8  # large batches keep the flag's value
+    assert decode_kv_splits(1, 8, 0) == 8  # no GPU: the flag's value
+    assert decode_kv_splits(1, 1, 132, floor=3, most=16) == 16

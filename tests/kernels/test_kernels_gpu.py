@@ -154,7 +154,7 @@ def test_backend_matches_torch_native_llama_layout(cuda_gen):
     gen = torch.Generator()
     gen.manual_seed(99)
     world = World("cuda", gen, H, KVH, D, torch.bfloat16, num_reqs=5, max_ctx=4096, slots=12000, dtype=torch.bfloat16)
-    backends = [TritonAttnBackend(fake_runner(H, D, "cuda", splits=8)), TorchNativeAttnBackend()]
+    backends = [TritonAttnBackend(fake_runner(H, D, "cuda", splits=8, kv_heads=KVH)), TorchNativeAttnBackend()]
     world.fill_prefix([0, 1500, 37, 2900, 64])
     extend = [700, 129, 1, 300, 64]
     fbs = world.twin_batches(ForwardMode.EXTEND, backends, extend, [0, 1500, 37, 2900, 64])
