@@ -139,13 +139,19 @@ def hip_bsa_ref(q, k_buf, v_buf, block_table, blk_row, blk_q_start, blk_q_len, b
 
 def _bsa_blocks(out, q, k_buf, v_buf, block_table, blk_row, blk_q_start, blk_q_len, blk_pos, starts, ks,
                 block_k, sink, window, extend, cos, sin, bq):
-    nb, kmax = starts.shape
     heads, dim, kv_heads, group = _heads(q, k_buf)
     dev = q.device
     qb, valid = _block_queries(q, blk_q_start, blk_q_len, bq)  # [NB, bq, H, D]
     p_min = blk_pos[:, None]
     qpos = p_min + torch.arange(bq, device=dev)[None, :]  # [NB, bq]
     p_max = p_min + blk_q_len[:, None] - 1
+    # only the key slots some block can use (short contexts stay cheap): the selected blocks up to
+    # the largest ks, the window span from its first existing token
+    kmax = min(int(ks.max()) if ks.numel() else 0, starts.shape[1])
+    starts = starts[:, :kmax]
+    win_lo = (p_min - window + 1).clamp(min=0)
+    span = min(window + bq - 1, int((p_max - win_lo).max()) + 1 if p_max.numel() else 1)
+    nb = starts.shape[0]
 
     # key token indices of a block: sink | selected | window span (p_min - window, p_max]
     sink_idx = torch.arange(sink, device=dev)[None, :].expand(nb, sink)
@@ -153,7 +159,7 @@ def _bsa_blocks(out, q, k_buf, v_buf, block_table, blk_row, blk_q_start, blk_q_l
     sel_ok_blk = torch.arange(kmax, device=dev)[None, :] < ks[:, None]
     sel_idx = (torch.where(sel_ok_blk, starts, torch.zeros_like(starts))[:, :, None] + offs).reshape(nb, kmax * block_k)
     sel_ok = sel_ok_blk[:, :, None].expand(nb, kmax, block_k).reshape(nb, kmax * block_k)
-    win_idx = p_min - window + 1 + torch.arange(window + bq - 1, device=dev)[None, :]
+    win_idx = win_lo + torch.arange(max(span, 1), device=dev)[None, :]
     idx = torch.cat((sink_idx, sel_idx, win_idx), dim=1).long()  # [NB, L]
     n_sink_sel = sink + kmax * block_k
     part_far = torch.arange(idx.shape[1], device=dev)[None, :] < n_sink_sel  # sink or selected
