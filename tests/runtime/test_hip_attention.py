@@ -270,7 +270,8 @@ def passkey_prompt(tokenizer, key: int, depth: float, n: int = 30):
     return tokenizer.encode(text)
 
 
-def test_hip_sparse_passkey_and_refresh_schedule(make_scheduler, tokenizer):
+@pytest.mark.parametrize("kv_dtype", ["auto", "fp8_e5m2"])
+def test_hip_sparse_passkey_and_refresh_schedule(make_scheduler, tokenizer, kv_dtype):
     """~770-token prompts, HiP attending to 16 sink + 64 selected + 64 window tokens: the pass key
     is still retrieved at every depth (the embedded model does so densely), decode runs on the
     refresh schedule with its masks cached, and requests at different schedule points batch."""
@@ -278,7 +279,7 @@ def test_hip_sparse_passkey_and_refresh_schedule(make_scheduler, tokenizer):
     prompts = [passkey_prompt(tokenizer, k, depth) for k, depth in zip(keys, (0.1, 0.3, 0.5, 0.7, 0.9))]
     assert min(len(p) for p in prompts) > 700
     cfg = json.dumps(small_config(window=64, sink=16, refresh=(8, 4, 2)))
-    hip = make_scheduler(enable_hip_attention=True, hip_attention_config=cfg)
+    hip = make_scheduler(enable_hip_attention=True, hip_attention_config=cfg, kv_cache_dtype=kv_dtype)
     backend = hip.model_runner.attn_backend
     for i, ids in enumerate(prompts):
         submit(hip, tokenizer, str(i), ids, max_new_tokens=8 + i, temperature=0)
