@@ -52,6 +52,7 @@ KV_DTYPES = ["auto", "fp8_e5m2", "fp8_e4m3"]
 POLICIES = ["lpm", "random", "fcfs", "dfs-weight"]
 ATTENTION_BACKENDS = ["triton", "torch_native", "hip"]
 PLANNED_ATTENTION_BACKENDS = ("flashinfer",)
+HIP_CUDA_GRAPH_MAX_BS = 32  # the seed fork's metadata-cache batch
 _LOCAL_ONLY = "models load from local paths only; sgl never downloads from a model hub"
 
 
@@ -183,7 +184,8 @@ class ServerArgs:
     enable_mixed_chunk: bool = _f(False, "Run the running requests' decode step in the same forward as a prefill.")
     enable_torch_compile: bool = _f(False, "Compile the CUDA-graph decode with TorchInductor.")
     torch_compile_max_bs: int = _f(32, "Largest decode batch --enable-torch-compile compiles.")
-    cuda_graph_max_bs: Optional[int] = _f(None, "Largest captured decode batch. Unset: from the GPU's memory.")
+    cuda_graph_max_bs: Optional[int] = _f(None, "Largest captured decode batch. Unset: from the GPU's memory (32 with "
+                                          "HiP attention, which captures a graph per refresh state).")
     cuda_graph_bs: Optional[List[int]] = _f(None, "Decode batch sizes to capture. Unset: 1, 2, 4, 8, then steps of 8 "
                                             "up to the max.", nargs="+")
     enable_nan_detection: bool = _f(False, "Replace NaN logits before sampling, with a warning.")
@@ -227,6 +229,9 @@ class ServerArgs:
                                  f"with --attention-backend {self.attention_backend}")
             self.attention_backend = "hip"
         self.enable_hip_attention = self.attention_backend == "hip"
+        if self.enable_hip_attention and self.cuda_graph_max_bs is None and self.cuda_graph_bs is None:
+            # HiP captures one graph per refresh state: 4 per batch size with three stages
+            self.cuda_graph_max_bs = HIP_CUDA_GRAPH_MAX_BS
         if self.attention_backend is None:
             self.attention_backend = "torch_native" if self.device == "cpu" else "triton"
         if self.sampling_backend is None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from typing import TYPE_CHECKING, Dict, Optional, Protocol, Tuple, runtime_checkable
+from typing import TYPE_CHECKING, Dict, Hashable, Optional, Protocol, Tuple, runtime_checkable
 
 import torch
 
@@ -63,7 +63,8 @@ class CudaGraphAttentionBackend(AttentionBackend, Protocol):
         ...
 
     def init_forward_metadata_capture_cuda_graph(self, bs: int, req_pool_indices: torch.Tensor,
-                                                 seq_lens: torch.Tensor, seq_lens_cpu=None) -> None:
+                                                 seq_lens: torch.Tensor, seq_lens_cpu=None,
+                                                 variant: Hashable = None) -> None:
         """Plan the decode batch of `bs` rows about to be captured, over the runner's static tensors."""
         ...
 
@@ -74,6 +75,14 @@ class CudaGraphAttentionBackend(AttentionBackend, Protocol):
 
     def get_cuda_graph_seq_len_fill_value(self) -> int:
         """seq_len given to padded rows of a replayed batch."""
+        ...
+
+    def cuda_graph_variants(self) -> Tuple[Hashable, ...]:
+        """Graphs captured per batch size, one per variant (HiP: one per refresh state); (None,) for one."""
+        ...
+
+    def cuda_graph_variant(self, fb: "ForwardBatch", padded_bs: int) -> Hashable:
+        """Before a replay: plan the decode batch on the host and return the variant to replay."""
         ...
 
 

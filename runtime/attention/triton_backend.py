@@ -135,7 +135,7 @@ class TritonAttnBackend(AttentionBackend):
         self._graph_metadata.clear()
 
     def init_forward_metadata_capture_cuda_graph(self, bs: int, req_pool_indices: torch.Tensor,
-                                                 seq_lens: torch.Tensor, seq_lens_cpu=None) -> None:
+                                                 seq_lens: torch.Tensor, seq_lens_cpu=None, variant=None) -> None:
         """Plan a captured decode batch of `bs` rows over the static scratch. The kernels will read
         req_pool_indices / seq_lens (the runner's static tensors) from the ForwardBatch at capture."""
         if self._graph_scratch is None or bs > self.cuda_graph_max_bs:
@@ -151,6 +151,12 @@ class TritonAttnBackend(AttentionBackend):
         """Nothing to recompute before a replay (see the module docstring); checks bs was captured."""
         if bs not in self._graph_metadata:
             raise ValueError(f"no CUDA graph was captured for batch size {bs}")
+
+    def cuda_graph_variants(self) -> tuple:
+        return (None,)
+
+    def cuda_graph_variant(self, fb: "ForwardBatch", padded_bs: int):
+        return None
 
     def get_cuda_graph_seq_len_fill_value(self) -> int:
         """seq_len of padded rows: one key (their req_to_token row's first slot), so no empty softmax."""

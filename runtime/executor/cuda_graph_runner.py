@@ -16,7 +16,7 @@ from __future__ import annotations
 import bisect
 import logging
 import os
-from typing import Dict, List, Optional
+from typing import Dict, Hashable, List, Optional, Tuple
 
 import torch
 
@@ -78,8 +78,10 @@ class CudaGraphRunner:
         self.req_pool_indices = torch.zeros(self.max_bs, dtype=torch.int64, device=dev)
         self.seq_lens = torch.ones(self.max_bs, dtype=torch.int64, device=dev)
         self.out_cache_loc = torch.zeros(self.max_bs, dtype=torch.int64, device=dev)
-        self.graphs: Dict[int, torch.cuda.CUDAGraph] = {}
-        self.outputs: Dict[int, torch.Tensor] = {}
+        # keyed by (batch size, the backend's variant: HiP captures one graph per refresh state)
+        self.graphs: Dict[Tuple[int, Hashable], torch.cuda.CUDAGraph] = {}
+        self.outputs: Dict[Tuple[int, Hashable], torch.Tensor] = {}
+        self.variants = tuple(self.backend.cuda_graph_variants())
         self.pool = None
         self.compiled_forward = self._compile() if sa.enable_torch_compile else None
         self.compile_max_bs = sa.torch_compile_max_bs
@@ -101,14 +103,15 @@ class CudaGraphRunner:
     def can_run(self, fb: ForwardBatch) -> bool:
         if not fb.forward_mode.is_decode() or fb.batch_size > self.max_bs:
             return False
-        return fb.batch_size in self.graphs if self.exact_only else True
+        return fb.batch_size in self.batch_sizes if self.exact_only else True
 
     # ---- capture ----------------------------------------------------------------------------
     def _capture_all(self) -> None:
         stream = torch.cuda.Stream()
         with torch.cuda.stream(stream):
             for bs in reversed(self.batch_sizes):  # largest first: later graphs reuse its pool
-                self._capture(bs, stream)
+                for variant in self.variants:
+                    self._capture(bs, variant, stream)
         torch.cuda.synchronize()
         logger.info("captured CUDA graphs for decode batch sizes %s", self.batch_sizes)
 
@@ -123,9 +126,9 @@ class CudaGraphRunner:
         )
 
     @torch.inference_mode()
-    def _capture(self, bs: int, stream: torch.cuda.Stream) -> None:
+    def _capture(self, bs: int, variant: Hashable, stream: torch.cuda.Stream) -> None:
         fb = self._forward_batch(bs)
-        self.backend.init_forward_metadata_capture_cuda_graph(bs, fb.req_pool_indices, fb.seq_lens)
+        self.backend.init_forward_metadata_capture_cuda_graph(bs, fb.req_pool_indices, fb.seq_lens, variant=variant)
 
         forward = self.mr.model.forward
         if self.compiled_forward is not None and bs <= self.compile_max_bs:
@@ -143,8 +146,8 @@ class CudaGraphRunner:
             out = run()
         if self.pool is None:
             self.pool = graph.pool()
-        self.graphs[bs] = graph
-        self.outputs[bs] = out
+        self.graphs[(bs, variant)] = graph
+        self.outputs[(bs, variant)] = out
 
     # ---- replay -----------------------------------------------------------------------------
     def replay(self, fb: ForwardBatch) -> torch.Tensor:
@@ -163,8 +166,9 @@ class CudaGraphRunner:
         self.seq_lens[:bs].copy_(fb.seq_lens)
         self.out_cache_loc[:bs].copy_(fb.out_cache_loc)
         seq_lens_cpu = list(fb.seq_lens_cpu) + [1] * (padded - bs) if fb.seq_lens_cpu is not None else None
+        variant = self.backend.cuda_graph_variant(fb, padded)
         self.backend.init_forward_metadata_replay_cuda_graph(
             padded, self.req_pool_indices[:padded], self.seq_lens[:padded], seq_lens_cpu
         )
-        self.graphs[padded].replay()
-        return self.outputs[padded][:bs]
+        self.graphs[(padded, variant)].replay()
+        return self.outputs[(padded, variant)][:bs]

@@ -293,7 +293,8 @@ def _gpu_case(reqs, bq, kv_dtype=torch.bfloat16, sink=256, window=1024, block_k=
     starts = torch.full((len(blk), kmax), INVALID, dtype=torch.int32)
     ks = torch.zeros(len(blk), dtype=torch.int32)
     for i, (_, _, _, pos) in enumerate(blk):
-        cand = torch.arange(sink // block_k * block_k, max(0, pos - window + 1), block_k)
+        first = sink // block_k * block_k
+        cand = torch.arange(first, max(first, pos - window + 1), block_k)  # empty when the window covers all
         n = min(kmax, len(cand))
         pick = cand[torch.randperm(len(cand), generator=gen)[:n]].sort().values
         starts[i, :n] = pick.int()

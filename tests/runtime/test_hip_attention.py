@@ -246,16 +246,29 @@ def _greedy(sched, tokenizer, prompts, n=12):
     return [out[str(i)]["ids"] for i in range(len(prompts))]
 
 
+def _assert_same_greedy(ours, dense, on_gpu: bool):
+    """float32 on CPU: equal. bf16 on a GPU, HiP's kernels and the dense ones round differently and a
+    near-tie can flip a later token: the first 6 tokens must agree."""
+    if not on_gpu:
+        assert ours == dense
+        return
+    for a, b in zip(ours, dense):
+        assert a[:6] == b[:6], (a, b)
+
+
 def test_hip_equals_dense_when_the_window_covers_the_context(make_scheduler, tokenizer, long_ids):
     prompts = [long_ids[:400], long_ids[:150]]
-    dense = _greedy(make_scheduler(), tokenizer, prompts)
+    sched = make_scheduler()
+    on_gpu = sched.model_runner.device == "cuda"
+    dense = _greedy(sched, tokenizer, prompts)
     cfg = json.dumps(small_config(window=2048))
     hip = make_scheduler(enable_hip_attention=True, hip_attention_config=cfg)
-    assert _greedy(hip, tokenizer, prompts) == dense
+    _assert_same_greedy(_greedy(hip, tokenizer, prompts), dense, on_gpu)
     # with chunked prefill and the radix cache reusing the first prompt's prefix
     hip = make_scheduler(enable_hip_attention=True, hip_attention_config=cfg, chunked_prefill_size=64)
-    assert _greedy(hip, tokenizer, prompts) == dense
-    assert _greedy(hip, tokenizer, [long_ids[:400]]) == dense[:1]
+    first = _greedy(hip, tokenizer, prompts)
+    _assert_same_greedy(first, dense, on_gpu)
+    assert _greedy(hip, tokenizer, [long_ids[:400]]) == first[:1]
     hip.check_integrity()
 
 
@@ -290,3 +303,44 @@ def test_hip_sparse_passkey_and_refresh_schedule(make_scheduler, tokenizer, kv_d
     assert int(store.ks.max()) == 64 // 4  # decode masks were cached, full
     assert max(backend._steps) >= 7
     hip.check_integrity()
+
+
+# ---- the CUDA-graph decode plan, run eagerly on CPU ------------------------------------------------
+def test_graph_plan_decode_equals_the_eager_plan():
+    """The plan a captured graph replays (static tensors, padded rows, the first stage sized by the
+    context length, the mask cache indexed through cache_rows) decodes exactly like the eager plan,
+    over a refresh schedule where rows sit at different stages."""
+    from sgl.runtime.attention.hip.backend import HipAttnBackend
+    from sgl.runtime.executor.forward_batch import ForwardBatch, ForwardMode
+    from sgl.runtime.layers.rotary import get_rope
+    from sgltest.backend_world import World
+
+    gen = torch.Generator().manual_seed(5)
+    world = World("cpu", gen, 4, 2, 32, torch.float32, num_reqs=3, max_ctx=512, slots=1400)
+    cfg = parse_hip_config(small_config(window=32, sink=8, refresh=(4, 2, 1)))
+    rope = get_rope(32, 32, 4096, 10000.0)
+    eager, graph = (HipAttnBackend(None, cfg, rope, context_len=512) for _ in range(2))
+    world.fill_prefix([300, 170, 410])
+    graph.init_cuda_graph_state(4)
+    for backend in (eager, graph):  # the prefill resets every row's schedule
+        backend._advance(world.rows)
+        for r in world.rows:
+            backend._steps[r] = 0
+    graph._steps[world.rows[1]] = eager._steps[world.rows[1]] = 3  # one row mid-schedule
+    for step in range(6):
+        fbs = world.twin_batches(ForwardMode.DECODE, [eager, graph], [1, 1, 1])
+        eager.init_forward_metadata(fbs[0])
+        fb = fbs[1]
+        padded = ForwardBatch(
+            forward_mode=ForwardMode.DECODE, batch_size=4, input_ids=torch.zeros(4, dtype=torch.long),
+            positions=torch.zeros(4, dtype=torch.long), req_pool_indices=torch.cat((fb.req_pool_indices, torch.zeros(1, dtype=torch.long))),
+            seq_lens=torch.cat((fb.seq_lens, torch.ones(1, dtype=torch.long))), out_cache_loc=torch.cat((fb.out_cache_loc, torch.zeros(1, dtype=torch.long))),
+            req_to_token_pool=fb.req_to_token_pool, token_to_kv_pool=fb.token_to_kv_pool, attn_backend=graph)
+        variant = graph.cuda_graph_variant(fb, 4)
+        assert variant == fbs[0].attn_metadata.from_stage
+        graph.init_forward_metadata_capture_cuda_graph(4, padded.req_pool_indices, padded.seq_lens, variant=variant)
+        for layer in world.layers:
+            q, k, v = world.qkv(3)
+            ours = graph.forward(torch.cat((q, q[:1])), torch.cat((k, k[:1])), torch.cat((v, v[:1])), layer, padded)
+            ref = eager.forward(q, k, v, layer, fbs[0])
+            torch.testing.assert_close(ours[:3], ref, rtol=0, atol=0)

@@ -34,8 +34,11 @@ logger = logging.getLogger(__name__)
 
 class HipAttnBackend(AttentionBackend):
     def __init__(self, model_runner=None, config: Optional[HipConfig] = None, rotary=None,
-                 context_len: Optional[int] = None):
+                 context_len: Optional[int] = None, device=None):
+        """Built from a ModelRunner, or (tests, benchmarks) from a config, the model's rotary
+        embedding, the context length and the device."""
         self.model_runner = model_runner
+        self.device = torch.device(device or (model_runner.device if model_runner is not None else "cpu"))
         if config is None:
             config = load_hip_config(model_runner.server_args.hip_attention_config if model_runner else None)
         self.config = config
@@ -83,20 +86,64 @@ class HipAttnBackend(AttentionBackend):
         if len(self._steps) < need:
             self._steps.extend([0] * (need - len(self._steps)))
         if fb.forward_mode.is_decode():
-            n_stages = len(self.config.layers[0].stages)
-            row_from = []
-            for r in rows:
-                stage = self.config.refresh_stage(self._steps[r])
-                row_from.append(n_stages if stage is None else stage)
-                self._steps[r] += 1
+            row_from = self._advance(rows)
             blocks = QueryBlocks.for_decode(fb.req_pool_indices, fb.seq_lens, max(fb.seq_lens_cpu))
-            fb.attn_metadata = _DecodePlan(blocks, min(row_from), n_stages,
-                                           torch.tensor(row_from, dtype=torch.int64, device=fb.seq_lens.device))
+            fb.attn_metadata = _DecodePlan(fb.req_pool_indices, fb.seq_lens, max(fb.seq_lens_cpu), min(row_from),
+                                           self.n_stages, torch.tensor(row_from, dtype=torch.int64,
+                                                                       device=fb.seq_lens.device),
+                                           fb.req_pool_indices, blocks)
         else:
             for r in rows:  # the next decode step recomputes every stage
                 self._steps[r] = 0
             fb.attn_metadata = QueryBlocks.for_extend(rows, fb.extend_prefix_lens_cpu, fb.extend_seq_lens_cpu,
                                                       self.config.block_size_q, fb.seq_lens.device)
+
+    @property
+    def n_stages(self) -> int:
+        return len(self.config.layers[0].stages)
+
+    def _advance(self, rows: List[int]) -> List[int]:
+        """Per request row, the first stage its decode step recomputes (n_stages: none); counts the step."""
+        row_from = []
+        for r in rows:
+            if r >= len(self._steps):
+                self._steps.extend([0] * (r + 1 - len(self._steps)))
+            stage = self.config.refresh_stage(self._steps[r])
+            row_from.append(self.n_stages if stage is None else stage)
+            self._steps[r] += 1
+        return row_from
+
+    # ---- CUDA graphs: one graph per (batch size, first recomputed stage) ----------------------
+    def init_cuda_graph_state(self, max_bs: int, max_ctx: Optional[int] = None) -> None:
+        dev = self.device
+        self._graph_row_from = torch.zeros(max_bs, dtype=torch.int64, device=dev)
+        # padded rows write their (discarded) masks to a scratch row of the mask cache, never to a
+        # request's row
+        self._graph_cache_rows = torch.zeros(max_bs, dtype=torch.int64, device=dev)
+        self._graph_plan: Optional[_DecodePlan] = None
+
+    def cuda_graph_variants(self) -> tuple:
+        return tuple(range(self.n_stages + 1))
+
+    def init_forward_metadata_capture_cuda_graph(self, bs: int, req_pool_indices, seq_lens, seq_lens_cpu=None,
+                                                 variant=None) -> None:
+        self._graph_plan = _DecodePlan(req_pool_indices, seq_lens, self.context_len, int(variant), self.n_stages,
+                                       self._graph_row_from[:bs], self._graph_cache_rows[:bs], None)
+
+    def cuda_graph_variant(self, fb: "ForwardBatch", padded_bs: int) -> int:
+        rows = fb.req_pool_indices_cpu if fb.req_pool_indices_cpu is not None else fb.req_pool_indices.tolist()
+        row_from = self._advance(rows)
+        scratch = fb.req_to_token_pool.req_to_token.shape[0]  # the cache's extra row
+        pad = padded_bs - len(rows)
+        self._graph_row_from[:padded_bs].copy_(torch.tensor(row_from + [self.n_stages] * pad), non_blocking=True)
+        self._graph_cache_rows[:padded_bs].copy_(torch.tensor(list(rows) + [scratch] * pad), non_blocking=True)
+        return min(row_from)
+
+    def init_forward_metadata_replay_cuda_graph(self, bs, req_pool_indices, seq_lens, seq_lens_cpu=None) -> None:
+        """Everything was planned by cuda_graph_variant."""
+
+    def get_cuda_graph_seq_len_fill_value(self) -> int:
+        return 1
 
     # ---- forward ----------------------------------------------------------------------------
     def _inputs(self, q, layer: "RadixAttention", fb: "ForwardBatch"):
@@ -114,23 +161,27 @@ class HipAttnBackend(AttentionBackend):
         return out.view(-1, layer.tp_q_head_num * layer.head_dim)
 
     def forward_decode(self, q, k, v, layer: "RadixAttention", fb: "ForwardBatch") -> torch.Tensor:
-        plan: _DecodePlan = fb.attn_metadata
+        plan: _DecodePlan = fb.attn_metadata if fb.attn_metadata is not None else self._graph_plan
+        if plan is None:
+            raise RuntimeError("HiP decode without init_forward_metadata or a CUDA-graph capture plan")
         q, k_buf, v_buf, table = self._inputs(q, layer, fb)
         cfg = self.config.layer(layer.layer_id)
         cos, sin = self.rope_table(q.device)
-        rows = plan.blocks.row
-        store = self._layer_cache(layer.layer_id, cfg, table.shape[0], q.device)
+        # under a CUDA graph the blocks are derived inside the graph from the static inputs
+        blocks = plan.blocks or QueryBlocks.for_decode(plan.req_pool_indices, plan.seq_lens, plan.max_seq_len)
+        rows = plan.cache_rows
+        store = self._layer_cache(layer.layer_id, cfg, table.shape[0] + 1, q.device)
         cached = MaskState(store.starts[rows], store.ks[rows], [None if s is None else s[rows] for s in store.stage_inputs])
         if plan.from_stage >= plan.n_stages:
             mask = cached
         else:
-            mask = estimate_mask(q, k_buf, table, plan.blocks, cfg, self.config.using_extend, cos, sin,
+            mask = estimate_mask(q, k_buf, table, blocks, cfg, self.config.using_extend, cos, sin,
                                  from_stage=plan.from_stage, cached=cached, row_from=plan.row_from)
             store.starts[rows] = mask.starts
             store.ks[rows] = mask.ks
             for s in range(1, plan.n_stages):
                 store.stage_inputs[s][rows] = mask.stage_inputs[s]
-        out = block_sparse_attention(q, k_buf, v_buf, table, plan.blocks, mask, cfg, self.config.using_extend, cos, sin)
+        out = block_sparse_attention(q, k_buf, v_buf, table, blocks, mask, cfg, self.config.using_extend, cos, sin)
         return out.view(-1, layer.tp_q_head_num * layer.head_dim)
 
     def _layer_cache(self, layer_id: int, cfg, rows: int, device) -> MaskState:
@@ -146,11 +197,20 @@ class HipAttnBackend(AttentionBackend):
 
 
 class _DecodePlan:
-    def __init__(self, blocks: QueryBlocks, from_stage: int, n_stages: int, row_from: torch.Tensor):
-        self.blocks = blocks
+    """A decode step: the first stage any row recomputes (`from_stage`; n_stages: none), per row
+    (`row_from`), the mask-cache rows, and the query blocks (None under a CUDA graph: built per layer
+    from the static req_pool_indices / seq_lens, and the first stage sized by the context length)."""
+
+    def __init__(self, req_pool_indices, seq_lens, max_seq_len: int, from_stage: int, n_stages: int,
+                 row_from: torch.Tensor, cache_rows: torch.Tensor, blocks: Optional[QueryBlocks]):
+        self.req_pool_indices = req_pool_indices
+        self.seq_lens = seq_lens
+        self.max_seq_len = max_seq_len
         self.from_stage = from_stage
         self.n_stages = n_stages
         self.row_from = row_from
+        self.cache_rows = cache_rows
+        self.blocks = blocks
 
 
 def _find_rotary(model):
