@@ -291,7 +291,8 @@ def test_hip_sparse_passkey_and_refresh_schedule(make_scheduler, tokenizer, kv_d
     keys = [71433 + 2 * i for i in range(5)]
     prompts = [passkey_prompt(tokenizer, k, depth) for k, depth in zip(keys, (0.1, 0.3, 0.5, 0.7, 0.9))]
     assert min(len(p) for p in prompts) > 700
-    cfg = json.dumps(small_config(window=64, sink=16, refresh=(8, 4, 2)))
+    # query blocks of 64, as in the presets: the question's last token must get a mask of its own
+    cfg = json.dumps(small_config(window=64, sink=16, refresh=(8, 4, 2), bq=64))
     hip = make_scheduler(enable_hip_attention=True, hip_attention_config=cfg, kv_cache_dtype=kv_dtype)
     backend = hip.model_runner.attn_backend
     for i, ids in enumerate(prompts):

@@ -36,10 +36,14 @@ class QueryBlocks:
         row, q_start, q_len, pos = [], [], [], []
         start = 0
         for r, pre, ext in zip(req_rows, prefix_lens, extend_lens):
-            for j in range(0, ext, bq):
+            # The last query of a segment is a block of its own: it is the one whose logits give the
+            # next token, and in a block its mask is the union of what all 64 queries want (one
+            # question at the end of a long prompt loses the key it asks about to the filler before it)
+            bounds = [(j, min(bq, ext - 1 - j)) for j in range(0, ext - 1, bq)] + [(ext - 1, 1)] if ext > 0 else []
+            for j, n in bounds:
                 row.append(r)
                 q_start.append(start + j)
-                q_len.append(min(bq, ext - j))
+                q_len.append(n)
                 pos.append(pre + j)
             start += ext
         return QueryBlocks(*_tensors(device, row, q_start, q_len, pos), block_size_q=bq, max_pos=max(pos, default=0))
