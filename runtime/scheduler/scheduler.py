@@ -61,6 +61,8 @@ RETRACT_DECODE_STEPS = 20
 NON_STREAM_FLUSH_EVERY = 50
 PREFIX_SORT_TOKENS = 64
 PREFILL_RETRY_STEPS = 16
+# rows of prompt logits turned into logprobs at once (bounds the temporary memory)
+INPUT_LOGPROB_ROWS = 1024
 
 
 def _prefix_key(req: Req) -> List[int]:
@@ -631,12 +633,17 @@ class Scheduler:
         targets = ids[start + 1 :]
         entries, tops = [], []
         if input_logits is not None and targets:
-            lp = torch.log_softmax(input_logits.float(), dim=-1)
-            chosen = lp[torch.arange(len(targets)), torch.tensor(targets)].tolist()
+            # a slice of rows at a time: a long prompt's log-softmax over the vocabulary would
+            # otherwise need another copy of all its logits (GBs) on a GPU the KV pool has filled
+            chosen = []
+            for a in range(0, len(targets), INPUT_LOGPROB_ROWS):
+                rows = slice(a, min(a + INPUT_LOGPROB_ROWS, len(targets)))
+                lp = torch.log_softmax(input_logits[rows].float(), dim=-1)
+                chosen += lp[torch.arange(lp.shape[0]), torch.tensor(targets[rows])].tolist()
+                if req.top_logprobs_num > 0:
+                    vals, idx = lp.topk(req.top_logprobs_num, dim=-1)
+                    tops += [list(zip(v, t)) for v, t in zip(vals.tolist(), idx.tolist())]
             entries = list(zip(chosen, targets))
-            if req.top_logprobs_num > 0:
-                vals, idx = lp.topk(req.top_logprobs_num, dim=-1)
-                tops = [list(zip(v, t)) for v, t in zip(vals.tolist(), idx.tolist())]
         if start == 0:
             entries = [(None, ids[0])] + entries
             tops = [None] + tops

@@ -345,3 +345,4 @@ def test_graph_plan_decode_equals_the_eager_plan():
             ours = graph.forward(torch.cat((q, q[:1])), torch.cat((k, k[:1])), torch.cat((v, v[:1])), layer, padded)
             ref = eager.forward(q, k, v, layer, fbs[0])
             torch.testing.assert_close(ours[:3], ref, rtol=0, atol=0)
+

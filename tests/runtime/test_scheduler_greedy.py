@@ -176,3 +176,20 @@ def test_decode_is_not_starved_by_consecutive_prefills(make_scheduler, tokenizer
     assert longest <= (2 if overlap else 1), counts
     run_all(sched)
     sched.check_integrity()
+
+
+def test_input_logprobs_are_computed_in_slices(make_scheduler, tokenizer, monkeypatch):
+    """Prompt logprobs are turned from logits a slice of rows at a time (a long prompt's full
+    log-softmax could not be held beside a full KV pool); slicing changes no value."""
+    import sgl.runtime.scheduler.scheduler as sched_mod
+
+    ids = tokenizer.encode("The quick brown fox jumps over the lazy dog. " * 3)
+    got = {}
+    for rows in (1024, 5):
+        monkeypatch.setattr(sched_mod, "INPUT_LOGPROB_ROWS", rows)
+        sched = make_scheduler()
+        submit(sched, tokenizer, "r", ids, max_new_tokens=1, temperature=0, return_logprob=True,
+               logprob_start_len=0, top_logprobs_num=2)
+        req_out = run_all(sched)["r"]["out"]
+        got[rows] = (req_out.input_token_logprobs, req_out.input_top_logprobs)
+    assert len(got[5][0]) == len(ids) and got[5] == got[1024]
