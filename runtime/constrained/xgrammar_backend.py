@@ -50,6 +50,9 @@ class XGrammarGrammar(BaseGrammar):
         return self.matcher.is_terminated()
 
     def fill_vocab_mask(self, vocab_mask: torch.Tensor, idx: int) -> None:
+        if self.matcher.is_terminated():  # xgrammar refuses; the request finishes and this row's token is dropped
+            vocab_mask[idx].fill_(-1)
+            return
         self.matcher.fill_next_token_bitmask(vocab_mask, idx)
 
     def copy(self) -> "XGrammarGrammar":

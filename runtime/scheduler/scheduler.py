@@ -477,7 +477,10 @@ class Scheduler:
         """Mask and sample a decode step; rows of requests that moved on since launch are left
         unmasked and get no future slot (their tokens are dropped)."""
         reqs = launched.batch.reqs
-        stale = [r.finished() or r.epoch != e for r, e in zip(reqs, launched.epochs)]
+        # a grammar that ended with the previous token (appended early, before the finish checks)
+        # finishes its request when that step is processed: its row is stale too
+        stale = [r.finished() or r.epoch != e or (r.grammar is not None and r.grammar.is_terminated())
+                 for r, e in zip(reqs, launched.epochs)]
         logits = self._masked(reqs, launched.logits.next_token_logits, stale)
         launched.sample = self.sampler.sample(reqs, logits)
         if self.enable_overlap:

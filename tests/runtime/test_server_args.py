@@ -149,9 +149,9 @@ def test_unbuilt_values_are_refused(kwargs, start, reason):
 def test_cli_refuses_with_the_same_message(capsys):
     from sgl.runtime.server.launch import main
 
-    assert main(["--attention-backend", "hip"]) == 2
+    assert main(["--attention-backend", "flashinfer"]) == 2
     err = capsys.readouterr().err
-    assert "--attention-backend hip is not supported" in err and "planned" in err
+    assert "--attention-backend flashinfer is not supported" in err and "planned" in err
 
 
 def test_xgrammar_refused_when_missing(monkeypatch):
@@ -190,7 +190,7 @@ def test_help_describes_every_flag_and_shows_its_default():
     text = parser.format_help()
     assert "(default: 300)" in text and "(default: lpm)" in text and "(default: False)" in text
     assert text.count("(default:") == len(FIELDS)
-    assert "{triton,torch_native}" in text and "{pytorch}" in text  # accepted choices only
+    assert "{triton,torch_native,hip}" in text and "{pytorch}" in text  # accepted choices only
 
 
 # ---- the served model name ------------------------------------------------------------------------

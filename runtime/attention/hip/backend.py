@@ -60,6 +60,7 @@ class HipAttnBackend(AttentionBackend):
         # since its last extend
         self._cache: Dict[int, MaskState] = {}
         self._steps: List[int] = []
+        self._graph_plan: Optional[_DecodePlan] = None  # the plan of the graph being captured
         if model_runner is not None:
             logger.info("HiP attention: %s", config.to_json())
 
@@ -82,9 +83,6 @@ class HipAttnBackend(AttentionBackend):
         if fb.req_pool_indices_cpu is None:
             fb.req_pool_indices_cpu = fb.req_pool_indices.tolist()
         rows = fb.req_pool_indices_cpu
-        need = fb.req_to_token_pool.req_to_token.shape[0]
-        if len(self._steps) < need:
-            self._steps.extend([0] * (need - len(self._steps)))
         if fb.forward_mode.is_decode():
             row_from = self._advance(rows)
             blocks = QueryBlocks.for_decode(fb.req_pool_indices, fb.seq_lens, max(fb.seq_lens_cpu))
@@ -93,6 +91,7 @@ class HipAttnBackend(AttentionBackend):
                                                                        device=fb.seq_lens.device),
                                            fb.req_pool_indices, blocks)
         else:
+            self._advance(rows)  # sizes the step list
             for r in rows:  # the next decode step recomputes every stage
                 self._steps[r] = 0
             fb.attn_metadata = QueryBlocks.for_extend(rows, fb.extend_prefix_lens_cpu, fb.extend_seq_lens_cpu,
@@ -120,7 +119,6 @@ class HipAttnBackend(AttentionBackend):
         # padded rows write their (discarded) masks to a scratch row of the mask cache, never to a
         # request's row
         self._graph_cache_rows = torch.zeros(max_bs, dtype=torch.int64, device=dev)
-        self._graph_plan: Optional[_DecodePlan] = None
 
     def cuda_graph_variants(self) -> tuple:
         return tuple(range(self.n_stages + 1))
