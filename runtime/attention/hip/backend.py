@@ -16,6 +16,7 @@ recomputed from its cached input (t = 0: everything), otherwise the cached mask 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Dict, List, Optional
 
 import torch
@@ -194,21 +195,20 @@ class HipAttnBackend(AttentionBackend):
         return store
 
 
+@dataclass
 class _DecodePlan:
     """A decode step: the first stage any row recomputes (`from_stage`; n_stages: none), per row
     (`row_from`), the mask-cache rows, and the query blocks (None under a CUDA graph: built per layer
     from the static req_pool_indices / seq_lens, and the first stage sized by the context length)."""
 
-    def __init__(self, req_pool_indices, seq_lens, max_seq_len: int, from_stage: int, n_stages: int,
-                 row_from: torch.Tensor, cache_rows: torch.Tensor, blocks: Optional[QueryBlocks]):
-        self.req_pool_indices = req_pool_indices
-        self.seq_lens = seq_lens
-        self.max_seq_len = max_seq_len
-        self.from_stage = from_stage
-        self.n_stages = n_stages
-        self.row_from = row_from
-        self.cache_rows = cache_rows
-        self.blocks = blocks
+    req_pool_indices: torch.Tensor
+    seq_lens: torch.Tensor
+    max_seq_len: int
+    from_stage: int
+    n_stages: int
+    row_from: torch.Tensor
+    cache_rows: torch.Tensor
+    blocks: Optional[QueryBlocks]
 
 
 def _find_rotary(model):
