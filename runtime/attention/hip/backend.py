@@ -92,7 +92,7 @@ class HipAttnBackend(AttentionBackend):
                                                                        device=fb.seq_lens.device),
                                            fb.req_pool_indices, blocks)
         else:
-            self._advance(rows)  # sizes the step list
+            self._size_steps(rows)
             for r in rows:  # the next decode step recomputes every stage
                 self._steps[r] = 0
             fb.attn_metadata = QueryBlocks.for_extend(rows, fb.extend_prefix_lens_cpu, fb.extend_seq_lens_cpu,
@@ -102,12 +102,16 @@ class HipAttnBackend(AttentionBackend):
     def n_stages(self) -> int:
         return len(self.config.layers[0].stages)
 
+    def _size_steps(self, rows: List[int]) -> None:
+        top = max(rows, default=-1) + 1
+        if top > len(self._steps):
+            self._steps.extend([0] * (top - len(self._steps)))
+
     def _advance(self, rows: List[int]) -> List[int]:
         """Per request row, the first stage its decode step recomputes (n_stages: none); counts the step."""
+        self._size_steps(rows)
         row_from = []
         for r in rows:
-            if r >= len(self._steps):
-                self._steps.extend([0] * (r + 1 - len(self._steps)))
             stage = self.config.refresh_stage(self._steps[r])
             row_from.append(self.n_stages if stage is None else stage)
             self._steps[r] += 1
