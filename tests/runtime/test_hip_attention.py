@@ -72,6 +72,8 @@ def test_config_errors_name_the_flag(value, words):
 
 def test_server_args_hip_flags():
     assert ServerArgs(enable_hip_attention=True).attention_backend == "hip"
+    assert ServerArgs(enable_hip_attention=True).cuda_graph_max_bs == 32  # a graph per refresh state
+    assert ServerArgs(enable_hip_attention=True, cuda_graph_max_bs=8).cuda_graph_max_bs == 8
     assert ServerArgs(attention_backend="hip").enable_hip_attention
     with pytest.raises(ValueError, match="--enable-hip-attention"):
         ServerArgs(hip_attention_config="5K")
