@@ -47,6 +47,7 @@ _LAZY = {
     "OpenAI": ("sgl.backend.openai", "OpenAI"),
     "EngineBackend": ("sgl.backend.engine", "EngineBackend"),
     "Engine": ("sgl.runtime.entry.engine", "Engine"),
+    "tools_prompt": ("sgl.tools", "tools_prompt"),
 }
 
 __all__ = [

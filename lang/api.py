@@ -97,19 +97,36 @@ def gen(
     choices_method: Optional[ChoicesSamplingMethod] = None,
     regex: Optional[str] = None,
     json_schema: Optional[Union[str, Dict[str, Any]]] = None,
+    structural_tag: Optional[Union[str, Dict[str, Any]]] = None,
+    tools: Optional[List[Dict[str, Any]]] = None,
+    tool_choice: Optional[Union[str, Dict[str, Any]]] = None,
+    tool_parser: Optional[str] = None,
 ) -> SglExpr:
     """Generate text into variable `name`. Unset (None) arguments inherit the run() defaults.
 
     The sampling arguments are the table's (sgl.runtime.sampling.params, under their gen names);
-    tests/sampling/test_param_table.py checks this signature against it.
+    tests/sampling/test_param_table.py checks this signature against it. `tools`, `tool_choice`
+    (default "auto") and `tool_parser` offer functions to call (`sgl.tools`); the calls are read
+    with `state.tool_calls(name)`.
     """
     _check_name(name)
     if choices is not None:
         return select(name, choices, temperature=temperature or 0.0,
                       choices_method=choices_method or token_length_normalized)
-    params = from_gen_args({**locals(), "json_schema": _schema_text(json_schema)})
+    args = {**locals(), "json_schema": _schema_text(json_schema), "structural_tag": _schema_text(structural_tag)}
+    use = None
+    if tools is not None:
+        from sgl.tools import constrain
+
+        if regex is not None or json_schema is not None or structural_tag is not None:
+            raise ValueError("tools cannot be combined with regex, json_schema or structural_tag")
+        extra, use = constrain(tools, tool_choice, tool_parser)
+        args.update(extra)
+    elif tool_choice is not None or tool_parser is not None:
+        raise ValueError("tool_choice and tool_parser need tools")
+    params = from_gen_args(args)
     validate(params, GEN_ALIASES)
-    return SglGen(name, params)
+    return SglGen(name, params, use)
 
 
 def _check_name(name: Any) -> None:
@@ -124,11 +141,12 @@ def _schema_text(schema: Any) -> Optional[str]:
         import json
 
         return json.dumps(schema)
-    raise ValueError(f"json_schema must be a JSON string or a dict, got {type(schema).__name__}")
+    raise ValueError(f"json_schema and structural_tag must be a JSON string or a dict, got {type(schema).__name__}")
 
 
 # gen_int and gen_string take gen's arguments in gen's order (SGLang's), less these.
-_TYPED_GEN_DROPS = ("min_tokens", "dtype", "choices", "choices_method", "regex", "json_schema")
+_TYPED_GEN_DROPS = ("min_tokens", "dtype", "choices", "choices_method", "regex", "json_schema", "structural_tag",
+                    "tools", "tool_choice", "tool_parser")
 
 
 def _typed_gen(dtype: type, name: str, doc: str) -> Callable[..., SglExpr]:

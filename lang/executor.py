@@ -253,7 +253,7 @@ class StreamExecutor:
 
         params = self.default_sampling_para.resolve(expr.sampling_params, self.chat_template.stop_str)
         if self.stream:
-            self._stream_gen(expr.name, params)
+            self._stream_gen(expr, params)
             return
         if self.num_api_spec_tokens is not None:
             if self.backend.is_chat_model:
@@ -263,11 +263,21 @@ class StreamExecutor:
         else:
             text, meta = self.backend.generate(self, params)
         self.text_ += text
-        self._set_result(expr.name, text, meta)
+        self._set_result(expr.name, text, self._with_tool_calls(expr, text, meta))
 
-    def _stream_gen(self, name: Any, params: SglSamplingParams) -> None:
+    @staticmethod
+    def _with_tool_calls(expr: SglGen, text: str, meta: Any) -> Any:
+        """A gen with tools: its calls, parsed from its text, go into its meta info."""
+        if expr.tool_use is None:
+            return meta
+        from sgl.tools import read_calls
+
+        return {**(meta or {}), "tool_calls": read_calls(expr.tool_use, text)}
+
+    def _stream_gen(self, expr: SglGen, params: SglSamplingParams) -> None:
         if self.num_api_spec_tokens is not None:
             raise ValueError("stream=True cannot be combined with num_api_spec_tokens")
+        name = expr.name
         self.variables[name] = ""
         self.stream_var_event[name].set()
         for chunk, meta in self.backend.generate_stream(self, params):
@@ -276,6 +286,7 @@ class StreamExecutor:
             self.meta_info[name] = meta
             self.stream_var_event[name].set()
             self.stream_text_event.set()
+        self.meta_info[name] = self._with_tool_calls(expr, self.variables[name], self.meta_info.get(name))
         self.variable_event[name].set()
         self.stream_var_event[name].set()
 

@@ -102,6 +102,13 @@ class ProgramState:
     def get_meta_info(self, name: Any) -> Any:
         return self.stream_executor.get_meta_info(name)
 
+    def tool_calls(self, name: Any) -> list:
+        """The calls of gen `name` made with `tools`: [{"id", "name", "arguments" (JSON text)}]."""
+        meta = self.get_meta_info(name) or {}
+        if "tool_calls" not in meta:
+            raise ValueError(f"tool_calls: gen {name!r} was not given tools")
+        return meta["tool_calls"]
+
     def __getitem__(self, name: Any) -> Any:
         return self.get_var(name)
 

@@ -148,10 +148,11 @@ class SglArgument(SglExpr):
 
 
 class SglGen(SglExpr):
-    def __init__(self, name: Optional[str], sampling_params: SglSamplingParams) -> None:
+    def __init__(self, name: Optional[str], sampling_params: SglSamplingParams, tool_use: Any = None) -> None:
         super().__init__()
         self.name = name
         self.sampling_params = sampling_params
+        self.tool_use = tool_use  # sgl.tools.ToolUse of a gen with tools: its calls are read back
 
     def __repr__(self) -> str:
         return f"Gen({self.name!r})"

@@ -65,6 +65,8 @@ class _SglSamplingMethods:
         """The `sampling_params` dict of a native `/generate` request (SRT names)."""
         out = {spec.name: getattr(self, spec.name) for spec in frontend_params()}
         out.update(stop=stop_list(self.stop), stop_token_ids=list(self.stop_token_ids or []))
+        if out.get("structural_tag") is None:
+            out.pop("structural_tag", None)  # sgl's extension: sent only when used (SGLang's body otherwise)
         return out
 
     def to_openai_kwargs(self) -> Dict[str, Any]:

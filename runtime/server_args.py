@@ -20,6 +20,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, List, Optional
 
+from sgl.runtime.function_call.formats import PARSER_NAMES as TOOL_CALL_PARSERS
+
 
 @dataclass(frozen=True)
 class Unsupported:
@@ -203,9 +205,9 @@ class ServerArgs:
     return_hidden_states: bool = _f(False, "Return hidden states in meta_info. Not built: refused.",
                                     unsupported=Unsupported("hidden states are not returned yet"))
     tool_call_parser: Optional[str] = _f(
-        None, "Parser of tool calls in chat completions. Not built yet: any value is refused.",
-        unsupported=Unsupported("function calling is not built yet (requests with tools get a 400)",
-                                examples=("qwen25", "mistral", "llama3")))
+        None, "How the model writes tool calls in /v1/chat/completions (qwen25, mistral, llama3, json). "
+        "Default: read from the chat template; sgl's default tools block asks for qwen25's form.",
+        choices=list(TOOL_CALL_PARSERS))
     skip_server_warmup: bool = _f(False, "Announce readiness without sending the warm-up request.")
 
     def __post_init__(self) -> None:

@@ -146,6 +146,10 @@ class BaseGrammarBackend(abc.ABC):
             return None
         return self.new_grammar(fut.result())
 
+    def run_async(self, fn: Callable, *args) -> cf.Future:
+        """Run ``fn(*args)`` on the compile pool (work that comes before a compile)."""
+        return self._executor.submit(fn, *args)
+
     def reset(self) -> None:
         """Drop every cached grammar (flush_cache). Running compiles finish unobserved."""
         with self._lock:

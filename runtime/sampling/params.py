@@ -94,6 +94,8 @@ class SamplingParams:
     json_schema: Optional[str] = _param(None, "schema", openai=EXTRA, frontend=GEN)  # chat: response_format
     regex: Optional[str] = _param(None, "str", openai=EXTRA, frontend=GEN)
     ebnf: Optional[str] = _param(None, "str", openai=EXTRA)
+    # free text with constrained spans from a trigger on (chat: response_format structural_tag)
+    structural_tag: Optional[str] = _param(None, "schema", openai=EXTRA, frontend=GEN)
     custom_params: Optional[dict[str, Any]] = _param(None, "dict")
     seed: Optional[int] = _param(None, "int", openai=OPENAI)  # SGLang later calls it sampling_seed
     # Derived by normalize(): the longest stop string measured in tokens.
@@ -157,10 +159,16 @@ class SamplingParams:
                 self.min_new_tokens <= self.max_new_tokens,
                 f"min_new_tokens must be in [0, max_new_tokens({self.max_new_tokens})], got {self.min_new_tokens}.",
             )
-        grammars = [getattr(self, name) for name in GRAMMAR_FIELDS]
+        grammars = [getattr(self, name) for name in GRAMMAR_FIELDS if name != "structural_tag"]
         _check(
             sum(g is not None for g in grammars) <= 1, "Only one of regex, json_schema, or ebnf can be set."
         )
+        if self.structural_tag is not None:
+            _check(all(g is None for g in grammars),
+                   "structural_tag cannot be combined with regex, json_schema, or ebnf.")
+            from sgl.runtime.constrained.structural_tag import parse_structural_tag
+
+            parse_structural_tag(self.structural_tag)
         self._verify_stop_token_ids(vocab_size)
 
     def _verify_stop_token_ids(self, vocab_size: Optional[int]) -> None:
@@ -235,7 +243,7 @@ def _table() -> Dict[str, ParamSpec]:
 
 
 PARAMS: Dict[str, ParamSpec] = _table()
-GRAMMAR_FIELDS = ("json_schema", "regex", "ebnf")
+GRAMMAR_FIELDS = ("json_schema", "regex", "ebnf", "structural_tag")
 
 
 def openai_params() -> list[ParamSpec]:

@@ -6,12 +6,17 @@ status 400). Each forward fills one packed bitmask for the whole batch. After a 
 a state that forces text (the compressed FSM) is jumped over: the forced text is appended, the
 last few output tokens are re-tokenized together with it so the ids are the tokenizer's own, and
 the request goes back to the queue to prefill the new tokens in one extend.
+
+A request with a `structural_tag` decodes freely until one of its triggers appears in the output;
+from the trigger's first character the trigger's grammar applies, and once that span has ended the
+output is free again (`StructuralState`, `constrained/structural_tag.py`).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import List, Optional, Sequence, Tuple
+import functools
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -32,12 +37,64 @@ def grammar_key(params) -> Optional[Tuple[str, str]]:
         return "regex", params.regex
     if getattr(params, "ebnf", None) is not None:
         return "ebnf", params.ebnf
+    if getattr(params, "structural_tag", None) is not None:
+        return "structural_tag", params.structural_tag
     return None
+
+
+class StructuralState:
+    """A request under a structural tag: a fresh grammar per trigger (copied when a span opens),
+    where the open span began in the output (None: the output is free), and a rewrite of the
+    output waiting to be applied (a trigger that began inside a token)."""
+
+    def __init__(self, grammars: Dict[str, object]):
+        self.grammars = grammars
+        # output tokens decoded to look for a trigger: each token is at least one character
+        self.window = max(len(t) for t in grammars) + 1
+        self.start: Optional[int] = None
+        self.pending: Optional[List[int]] = None
+
+
+@functools.lru_cache(maxsize=64)
+def _trigger_regexes(text: str, whitespace_pattern: Optional[str]) -> Tuple[Tuple[str, str], ...]:
+    from sgl.runtime.constrained.json_schema import json_schema_to_regex
+    from sgl.runtime.constrained.structural_tag import parse_structural_tag
+
+    tag = parse_structural_tag(text)
+    return tuple(tag.trigger_regexes(lambda schema: json_schema_to_regex(schema, whitespace_pattern)).items())
+
+
+class _StructuralFuture:
+    """Future-like over a structural tag: its trigger regexes are built on a pool thread, then each
+    is compiled by the backend (cached like any regex); the result is a StructuralState."""
+
+    def __init__(self, backend, text: str, whitespace_pattern: Optional[str]):
+        self.backend = backend
+        self.regexes = backend.run_async(_trigger_regexes, text, whitespace_pattern)
+        self.compiles: Optional[Dict[str, object]] = None
+
+    def done(self) -> bool:
+        if self.compiles is None:
+            if not self.regexes.done():
+                return False
+            if self.regexes.exception() is not None:
+                return True
+            self.compiles = {t: self.backend.get_or_compile("regex", r) for t, r in self.regexes.result()}
+        return all(f.done() for f in self.compiles.values())
+
+    def exception(self) -> Optional[BaseException]:
+        if self.regexes.exception() is not None:
+            return self.regexes.exception()
+        errors = [f.exception() for f in (self.compiles or {}).values() if f.exception() is not None]
+        return errors[0] if errors else None
+
+    def result(self) -> StructuralState:
+        return StructuralState({t: f.result() for t, f in self.compiles.items()})
 
 
 class GrammarManager:
     def __init__(self, tokenizer, vocab_size: int, whitespace_pattern: Optional[str], enable_jump_forward: bool,
-                 backend: str = "outlines"):
+                 backend: str = "outlines", eos_token_ids: Sequence[int] = ()):
         """`backend` is --grammar-backend: "outlines" (built in) or "xgrammar" (optional package)."""
         from sgl.runtime.constrained import create_grammar_backend
 
@@ -46,6 +103,8 @@ class GrammarManager:
         # isolate: a grammar whose automaton needs too much memory fails its request, not the scheduler
         self.backend = create_grammar_backend(backend, tokenizer, vocab_size, whitespace_pattern=whitespace_pattern,
                                               isolate=True)
+        self.whitespace_pattern = whitespace_pattern
+        self.eos_token_ids = tuple(eos_token_ids)
         self.enable_jump_forward = enable_jump_forward and tokenizer is not None
         self.queue: List[Tuple[Req, object]] = []
         self.num_jumps = 0
@@ -57,7 +116,10 @@ class GrammarManager:
         key = grammar_key(req.sampling_params)
         if key is None:
             return False
-        self.queue.append((req, self.backend.get_or_compile(*key)))
+        if key[0] == "structural_tag":
+            self.queue.append((req, _StructuralFuture(self.backend, key[1], self.whitespace_pattern)))
+        else:
+            self.queue.append((req, self.backend.get_or_compile(*key)))
         return True
 
     def poll(self) -> Tuple[List[Req], List[Tuple[Req, str]]]:
@@ -69,7 +131,11 @@ class GrammarManager:
             elif fut.exception() is not None:
                 failed.append((req, str(fut.exception())))
             else:
-                req.grammar = fut.result()
+                result = fut.result()
+                if isinstance(result, StructuralState):
+                    req.structural = result
+                else:
+                    req.grammar = result
                 ready.append(req)
         self.queue = waiting
         return ready, failed
@@ -125,20 +191,107 @@ class GrammarManager:
         if helper is None:
             return None
         forced, _ = req.grammar.jump_forward_str_state(helper)
-        canonical = self._retokenize(req.output_ids, forced) if forced else None
+        canonical = self._retokenize(req.output_ids, forced, self._floor(req)) if forced else None
         if canonical is None or len(canonical) <= len(req.output_ids):
             return None
         return canonical
 
-    @staticmethod
-    def accept(req: Req, token: int) -> None:
+    def accept(self, req: Req, token: int) -> None:
         if req.grammar is None:
+            if req.structural is not None:
+                self._open_span(req)
             return
         try:
             req.grammar.accept_token(token)
         except ValueError as e:  # cannot happen with the mask applied; never crash the loop
             logger.error("grammar rejected a sampled token for %s: %s", req.rid, e)
             req.to_abort = f"constrained decoding failed: {e}"
+            return
+        self._close_span(req)
+
+    # ---- structural tags --------------------------------------------------------------------
+    def _close_span(self, req: Req) -> None:
+        """Back to free text once the open span's grammar allows nothing but its end."""
+        st = req.structural
+        if st is None or st.start is None or req.grammar.is_terminated() or not self._only_end(req.grammar):
+            return
+        req.grammar, st.start = None, None
+
+    def _only_end(self, grammar) -> bool:
+        from sgl.runtime.constrained import BaseGrammar
+
+        mask = BaseGrammar.allocate_vocab_mask(self.vocab_size, 1)
+        grammar.fill_vocab_mask(mask, 0)
+        row = mask[0]
+        for eos in set(self.eos_token_ids) | set(getattr(grammar, "_eos", ())):
+            if 0 <= eos < self.vocab_size:
+                word = (int(row[eos // 32]) & 0xFFFFFFFF) & ~(1 << (eos % 32))
+                row[eos // 32] = word - (1 << 32) if word >= 1 << 31 else word
+        return not bool(row.any())
+
+    def _open_span(self, req: Req) -> None:
+        """Open a span when the newest token completed a trigger. The span starts at the trigger's
+        first character: when that is a token boundary and the grammar takes the tokens since, the
+        output stands; otherwise it is rewritten to end just before the trigger, followed by the
+        text the span's grammar forces (the trigger and more). Either way the request goes back
+        for a short extend (`StructuralState.pending`, applied by the scheduler)."""
+        st = req.structural
+        if self.tokenizer is None or st.pending is not None or not req.output_ids:
+            return
+        window = req.output_ids[-st.window:]
+        text = self.tokenizer.decode(window)
+        before = self.tokenizer.decode(window[:-1])
+        hits = [(text.find(t), t) for t in st.grammars if t in text and t not in before]
+        if not hits:
+            return
+        pos, trigger = min(hits)
+        base = len(req.output_ids) - len(window)
+        for j in range(len(window)):
+            grammar = st.grammars[trigger].copy()
+            if len(self.tokenizer.decode(window[:j])) == pos and self._takes(grammar, window[j:]):
+                # the output stands; it is still re-prefilled, because a decode step launched
+                # before the span opened (overlap scheduling) sampled without its mask
+                req.grammar, st.start, st.pending = grammar, base + j, list(req.output_ids)
+                return
+        if req.return_logprob:
+            return  # a rewrite would leave tokens without logprobs: the span stays free
+        head = req.output_ids[:base]
+        if self.tokenizer.decode(head) + text != self.tokenizer.decode(req.output_ids):
+            return  # the window cuts a character in two; the span stays free
+        grammar = st.grammars[trigger].copy()
+        helper = grammar.try_jump_forward(self.tokenizer)
+        forced = grammar.jump_forward_str_state(helper)[0] if helper is not None else ""
+        head = head + self.tokenizer.encode(text[:pos], add_special_tokens=False)
+        span = self.tokenizer.encode(forced if forced.startswith(trigger) else trigger, add_special_tokens=False)
+        if not self._takes(grammar, span):
+            logger.warning("structural tag of %s: the grammar refused the span's opening text", req.rid)
+            return
+        req.grammar, st.start, st.pending = grammar, len(head), head + span
+
+    @staticmethod
+    def _takes(grammar, tokens: Sequence[int]) -> bool:
+        """Advance ``grammar`` through ``tokens`` (False, with ``grammar`` unusable, if it refuses one)."""
+        try:
+            for token in tokens:
+                grammar.accept_token(token)
+        except ValueError:
+            return False
+        return True
+
+    @staticmethod
+    def take_rewrite(req: Req) -> Optional[List[int]]:
+        """The rewritten output of a request whose span opened inside a token (once)."""
+        st = req.structural
+        if st is None or st.pending is None:
+            return None
+        new_ids, st.pending = st.pending, None
+        return new_ids
+
+    @staticmethod
+    def _floor(req: Req) -> int:
+        """Output tokens before the grammar's first one (a structural span starts later)."""
+        st = req.structural
+        return st.start if st is not None and st.start is not None else 0
 
     # ---- jump-forward ---------------------------------------------------------------------
     def jump_forward(self, req: Req) -> Optional[List[int]]:
@@ -152,19 +305,22 @@ class GrammarManager:
         forced, next_state = grammar.jump_forward_str_state(helper)
         if not forced:
             return None
-        new_ids = self._retokenize(req.output_ids, forced)
+        floor = self._floor(req)
+        new_ids = self._retokenize(req.output_ids, forced, floor)
         if new_ids is None or len(new_ids) > len(req.output_ids) + req.remaining_new_tokens() - 1:
             return None
         try:
-            grammar.jump_and_retokenize(req.output_ids, new_ids, next_state)
+            grammar.jump_and_retokenize(req.output_ids[floor:], new_ids[floor:], next_state)
         except ValueError:
             return None  # the grammar keeps its state; decode on normally
         self.num_jumps += 1
         self.num_forced_tokens += len(new_ids) - len(req.output_ids)
+        self._close_span(req)
         return new_ids
 
-    def _retokenize(self, output_ids: List[int], forced: str) -> Optional[List[int]]:
-        keep = max(len(output_ids) - RETOKENIZE_TAIL, 0)
+    def _retokenize(self, output_ids: List[int], forced: str, floor: int = 0) -> Optional[List[int]]:
+        """``output_ids`` + ``forced`` with the last few tokens (none before ``floor``) re-tokenized."""
+        keep = max(len(output_ids) - RETOKENIZE_TAIL, floor)
         head, tail = output_ids[:keep], output_ids[keep:]
         tail_text = self.tokenizer.decode(tail)
         if self.tokenizer.decode(head) + tail_text != self.tokenizer.decode(output_ids):

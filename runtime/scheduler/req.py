@@ -41,6 +41,7 @@ class Req:
         self.cached_tokens = 0
         self.already_computed = 0
         self.grammar = None
+        self.structural = None  # StructuralState of a request with a structural tag
         # overlap scheduler: slot of the device-side future map holding this request's newest
         # token while the host has not read it yet (None when output_ids is up to date)
         self.future_slot: Optional[int] = None

@@ -122,7 +122,8 @@ class Scheduler:
             self.grammar = GrammarManager(tokenizer, self.model_config.vocab_size,
                                           server_args.constrained_json_whitespace_pattern,
                                           enable_jump_forward=not server_args.disable_jump_forward,
-                                          backend=server_args.grammar_backend)
+                                          backend=server_args.grammar_backend,
+                                          eos_token_ids=sorted(self.eos_token_ids))
         self.waiting: List[Req] = []
         self.running: List[Req] = []
         self.chunked_req: Optional[Req] = None
@@ -418,6 +419,7 @@ class Scheduler:
             # Requests that share a prompt prefix also share its KV slots; side by side in the batch,
             # the decode kernel's neighbouring programs read those slots together, mostly from L2.
             self.running.sort(key=_prefix_key)
+        self._jump_forward(rewrites_only=True)  # a structural span opened by the first token
         return outputs
 
     def _finish_chunk_round(self, req: Req) -> None:
@@ -586,27 +588,34 @@ class Scheduler:
             self.grammar.apply_masks(reqs, logits, skip)
         return logits
 
-    def _jump_forward(self) -> None:
-        """Append text the grammar forces and re-prefill it in one extend instead of decoding it."""
-        if self.grammar is None or not self.grammar.enable_jump_forward:
+    def _jump_forward(self, rewrites_only: bool = False) -> None:
+        """Append text the grammar forces and re-prefill it in one extend instead of decoding it;
+        also apply the rewrites of structural spans that opened in this step."""
+        if self.grammar is None:
             return
+        jump = self.grammar.enable_jump_forward and not rewrites_only
         for req in list(self.running):
-            new_ids = self.grammar.jump_forward(req) if req.grammar is not None else None
-            if new_ids is None:
-                continue
-            old = req.output_ids
-            keep = 0
-            while keep < min(len(old) - 1, len(new_ids)) and old[keep] == new_ids[keep]:
-                keep += 1
-            # KV exists for the prompt and old[:-1]; cache what the new ids still share.
-            self.tree_cache.cache_finished_req(req, req.origin_input_ids + old[:keep])
-            req.reset_for_retract()
-            req.output_ids, req.rewrite = new_ids, True
-            req.epoch += 1  # a decode batch still in flight holds a token for the old output
-            req.future_slot = None  # that batch's token is dropped; the extend reads output_ids
-            self.running.remove(req)
-            self.waiting.insert(0, req)
-            self._prefill_blocked = False
+            new_ids = self.grammar.take_rewrite(req)
+            if new_ids is None and jump and req.grammar is not None:
+                new_ids = self.grammar.jump_forward(req)
+            if new_ids is not None:
+                self._rewrite_output(req, new_ids)
+
+    def _rewrite_output(self, req: Req, new_ids: List[int]) -> None:
+        """Replace req's output by `new_ids` and send it back to prefill what changed."""
+        old = req.output_ids
+        keep = 0
+        while keep < min(len(old) - 1, len(new_ids)) and old[keep] == new_ids[keep]:
+            keep += 1
+        # KV exists for the prompt and old[:-1]; cache what the new ids still share.
+        self.tree_cache.cache_finished_req(req, req.origin_input_ids + old[:keep])
+        req.reset_for_retract()
+        req.output_ids, req.rewrite = new_ids, True
+        req.epoch += 1  # a decode batch still in flight holds a token for the old output
+        req.future_slot = None  # that batch's token is dropped; the extend reads output_ids
+        self.running.remove(req)
+        self.waiting.insert(0, req)
+        self._prefill_blocked = False
 
     def _append_token(self, req: Req, sample, i: int) -> None:
         token = int(sample.next_token_ids[i])
@@ -624,6 +633,8 @@ class Scheduler:
         if req.finished():
             self.tree_cache.cache_finished_req(req)
             return [self._make_output(req)]
+        if req.structural is not None and req.structural.pending is not None:
+            return []  # the output is rewritten at the end of this step; it is sent after that
         n = len(req.output_ids)
         due = n % self.server_args.stream_interval == 0 if req.stream else n % NON_STREAM_FLUSH_EVERY == 0
         return [self._make_output(req)] if due else []

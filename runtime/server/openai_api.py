@@ -36,15 +36,15 @@ async def create_completion(req: CompletionRequest, request: Request) -> Respons
 @router.post("/v1/chat/completions")
 async def create_chat_completion(req: ChatCompletionRequest, request: Request) -> Response:
     state = get_state(request)
-    obj = openai_chat.build_input(req, state)
+    obj, plan = openai_chat.build_input(req, state)
     rid, created = new_id("chatcmpl"), now()
     cache_report = state.server_args.enable_cache_report
     if obj.stream:
         first, agen = await open_stream(state, obj, request)
-        stream = openai_chat.ChatStream(req, rid, created, cache_report)
+        stream = openai_chat.ChatStream(req, rid, created, cache_report, plan)
         return EventStreamResponse(_events(first, agen, stream))
     results = _as_list(await generate_once(state, obj, request))
-    return json_response(openai_chat.response(req, results, rid, created, cache_report))
+    return json_response(openai_chat.response(req, results, rid, created, cache_report, plan))
 
 
 def _as_list(result: Any) -> list:

@@ -75,6 +75,8 @@ def _response_format(req: OpenAIRequest, sp: Dict[str, Any]) -> Dict[str, Any]:
                        "response_format")
     if fmt.type == "json_object":
         return {"json_schema": json.dumps({"type": "object"})}
+    if fmt.type == "structural_tag":
+        return {"structural_tag": json.dumps({"structures": fmt.structures, "triggers": fmt.triggers})}
     if fmt.json_schema is None or fmt.json_schema.schema_ is None:
         raise ApiError("response_format: json_schema needs a schema", 400, "response_format")
     return {"json_schema": json.dumps(fmt.json_schema.schema_)}
@@ -170,8 +172,11 @@ class StreamTracker:
         index = out.get("index", 0)
         choice = self.choices.setdefault(index, ChoiceStream())
         text = out.get("text", "")
+        # Text only grows, except for a moment when the scheduler rewrites a request's output
+        # (a structural tag's span opening inside a token): what was sent is a prefix of what
+        # comes back, so nothing is sent until the text is longer again.
         delta = text[choice.text_len:]
-        choice.text_len = len(text)
+        choice.text_len = max(choice.text_len, len(text))
         choice.meta = out.get("meta_info", {})
         return index, choice, delta
 

@@ -28,6 +28,7 @@ CHAT_TEMPERATURE = 0.7  # OpenAI's is 1.0
 _TYPE_OVERRIDES = {
     "stop_token_ids": Optional[List[int]],
     "json_schema": Optional[Union[str, Dict[str, Any]]],
+    "structural_tag": Optional[Union[str, Dict[str, Any]]],
 }
 
 
@@ -116,8 +117,11 @@ class JsonSchemaFormat(BaseModel):
 class ResponseFormat(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["text", "json_object", "json_schema"]
+    type: Literal["text", "json_object", "json_schema", "structural_tag"]
     json_schema: Optional[JsonSchemaFormat] = None
+    # structural_tag (SGLang): free text, constrained from a trigger on
+    structures: Optional[List[Dict[str, Any]]] = None
+    triggers: Optional[List[str]] = None
 
 
 _CompletionSampling = _openai_sampling("CompletionSampling", max_tokens=(Optional[int], COMPLETION_MAX_TOKENS))
@@ -161,4 +165,5 @@ class ChatCompletionRequest(_ChatSampling):  # type: ignore[misc, valid-type]
     max_completion_tokens: Optional[int] = None
     response_format: Optional[ResponseFormat] = None
     tools: Optional[List[Dict[str, Any]]] = None
-    tool_choice: Optional[Union[str, Dict[str, Any]]] = "auto"
+    tool_choice: Optional[Union[Literal["none", "auto", "required"], Dict[str, Any]]] = "auto"
+    parallel_tool_calls: Optional[bool] = True

@@ -17,6 +17,8 @@ GEN_ARGS = [
     "frequency_penalty", "presence_penalty", "ignore_eos", "return_logprob", "logprob_start_len",
     "top_logprobs_num", "return_text_in_logprobs", "dtype", "choices", "choices_method", "regex", "json_schema",
 ]
+# sgl's additions after SGLang's arguments: structural tags and function calling
+GEN_EXTRA_ARGS = ["structural_tag", "tools", "tool_choice", "tool_parser"]
 
 
 def test_import_does_not_load_torch():
@@ -40,7 +42,7 @@ def test_public_names():
 
 def test_gen_signature_matches_sglang():
     params = inspect.signature(sgl.gen).parameters
-    assert list(params) == GEN_ARGS
+    assert list(params) == GEN_ARGS + GEN_EXTRA_ARGS
     assert all(p.default is None for p in params.values())
     assert list(inspect.signature(sgl.select).parameters) == ["name", "choices", "temperature", "choices_method"]
     assert inspect.signature(sgl.select).parameters["choices_method"].default is sgl.token_length_normalized

@@ -17,7 +17,8 @@ EXAMPLE_ARGS = {"fork_join.py": ["--points", "2"], "run_batch.py": ["--num", "4"
 
 def test_all_examples_are_listed():
     assert set(EXAMPLES) == {"quick_start.py", "json_decode.py", "regex_decode.py", "fork_join.py",
-                             "react_tool_loop.py", "multi_turn_chat.py", "run_batch.py", "streaming.py"}
+                             "react_tool_loop.py", "multi_turn_chat.py", "run_batch.py", "streaming.py",
+                             "function_calling_agent.py"}
 
 
 @pytest.mark.parametrize("name", EXAMPLES)

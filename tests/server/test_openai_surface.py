@@ -40,7 +40,7 @@ def test_range_errors_name_the_field_as_sent(openai_client, model_name):
 def test_sglang_extensions_stay_accepted(openai_client, model_name):
     grammar = {"regex": "[a-z]+"}  # one of the mutually exclusive grammar fields
     extras = {spec.public_name for spec in openai_params() if spec.openai == EXTRA}
-    assert extras == {*EXTRAS, "json_schema", "regex", "ebnf"}  # a new extension gets a value above
+    assert extras == {*EXTRAS, "json_schema", "regex", "ebnf", "structural_tag"}  # a new extension gets a value above
     r = openai_client.completions.create(model=model_name, prompt=PROMPT, max_tokens=3, temperature=0,
                                          extra_body={**EXTRAS, **grammar})
     assert r.choices[0].text and r.usage.completion_tokens >= 1
