@@ -1,4 +1,5 @@
-"""SGLang's native routes: /generate, health, model and server info, cache and abort control."""
+"""SGLang's native routes: /generate, health, model and server info, cache and abort control,
+and parsing tool calls out of a text."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from fastapi.responses import PlainTextResponse, Response
 from sgl.runtime.tokenizer.generate_input import GenerateReqInput
 from sgl.runtime.server.errors import ApiError, error_event, error_response
 from sgl.runtime.server.generation import check_fanout, generate_once, open_stream
-from sgl.runtime.server.protocol import AbortRequest, GenerateRequest
+from sgl.runtime.server.protocol import AbortRequest, FunctionCallRequest, GenerateRequest
 from sgl.runtime.server.responses import DONE, EventStreamResponse, json_response, sse_event
 from sgl.runtime.server.state import ServerState, get_state
 
@@ -167,3 +168,26 @@ async def flush_cache(request: Request) -> Response:
 async def abort_request(body: AbortRequest, request: Request) -> Response:
     get_state(request).tm.abort_request(body.rid)
     return Response(status_code=200)
+
+
+@router.post("/parse_function_call", name="parse_function_call")
+@router.post("/function_call")
+async def parse_function_call(body: FunctionCallRequest, request: Request) -> Dict[str, Any]:
+    """Tool calls in a text (SGLang's /function_call, later /parse_function_call)."""
+    from sgl.runtime.function_call.formats import get_format, parse_tools
+    from sgl.runtime.function_call.parsers import parse_tool_calls
+
+    state = get_state(request)
+    try:
+        tools = parse_tools(body.tools)
+    except ValueError as e:
+        raise ApiError(str(e), 400, "tools") from None
+    parser = body.tool_call_parser or state.server_args.tool_call_parser
+    try:
+        fmt = get_format(parser, "tool_call_parser") if parser else None
+    except ValueError as e:
+        raise ApiError(str(e), 400, "tool_call_parser") from None
+    names = [t.name for t in tools]
+    normal, calls = parse_tool_calls(body.text, fmt, names)
+    return {"normal_text": normal,
+            "calls": [{"tool_index": names.index(c.name), "name": c.name, "parameters": c.arguments} for c in calls]}

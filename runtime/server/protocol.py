@@ -67,6 +67,16 @@ class GenerateRequest(BaseModel):
     custom_logit_processor: Optional[Union[str, List[Optional[str]]]] = None
 
 
+class FunctionCallRequest(BaseModel):
+    """`/function_call` (SGLang v0.4.3; later `/parse_function_call`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str
+    tools: List[Dict[str, Any]]
+    tool_call_parser: Optional[str] = None
+
+
 class AbortRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     rid: str

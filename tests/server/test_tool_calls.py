@@ -174,6 +174,31 @@ def test_auto_answers_in_text_or_a_valid_call(openai_client, model_name):
             assert c.message.content is not None
 
 
+HISTORY = ASK + [
+    {"role": "assistant", "content": "", "tool_calls": [{"id": "call_1", "type": "function", "function": {
+        "name": "get_weather", "arguments": json.dumps({"city": "Paris", "unit": "celsius"})}}]},
+    {"role": "tool", "tool_call_id": "call_1", "content": json.dumps({"sky": "sunny"})},
+    {"role": "assistant", "content": "It is sunny in Paris."},
+    {"role": "user", "content": "What's the weather in Rome?"},
+]
+
+
+def test_auto_constrains_a_call_once_it_begins(openai_client, model_name):
+    # After one call in the history, the model opens another. Unconstrained, this model writes
+    # '<tool_call>\n{"sky": "sunny"}' here (greedy); with tool_choice auto the call, once begun,
+    # must be a valid call, and text without a call stays free.
+    greedy = openai_client.chat.completions.create(model=model_name, messages=HISTORY, tools=TOOLS, temperature=0,
+                                                   max_tokens=80).choices[0]
+    assert greedy.finish_reason == "tool_calls" and greedy.message.tool_calls, greedy.message
+    sampled = openai_client.chat.completions.create(model=model_name, messages=HISTORY, tools=TOOLS,
+                                                    temperature=1.0, seed=2, n=8, max_tokens=80).choices
+    for c in [greedy, *sampled]:
+        if c.message.tool_calls:
+            _check_calls(c.message.tool_calls)
+        if c.finish_reason != "length":  # a call cut by max_tokens is left as text
+            assert "<tool_call>" not in (c.message.content or ""), c.message.content
+
+
 def test_bad_tools_are_400(openai_client, model_name):
     cases = [
         (dict(tools=[{"type": "function", "function": {"name": "bad name!"}}]), "tools"),
@@ -204,3 +229,16 @@ def test_structural_tag_on_generate_and_response_format(openai_client, model_nam
     bad = server.post("/generate", json={"text": "x", "sampling_params": {
         "structural_tag": {"structures": [{"begin": "a", "schema": {}, "end": ""}], "triggers": ["b"]}}})
     assert bad.status_code == 400 and "structural_tag" in bad.text
+
+
+def test_function_call_route_parses_text(server):
+    text = 'Sure.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Rome", "unit": "celsius"}}\n</tool_call>'
+    for route in ("/function_call", "/parse_function_call"):
+        r = server.post(route, json={"text": text, "tools": TOOLS, "tool_call_parser": "qwen25"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["normal_text"].strip() == "Sure."
+        assert body["calls"] == [{"tool_index": 0, "name": "get_weather",
+                                  "parameters": '{"city": "Rome", "unit": "celsius"}'}]
+    bad = server.post("/function_call", json={"text": text, "tools": TOOLS, "tool_call_parser": "nope"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "tool_call_parser"
