@@ -39,18 +39,20 @@ class TorchNativeAttnBackend(AttentionBackend):
         return k_buf[slots], v_buf[slots]  # [L, KVH, D]
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: "RadixAttention", prefix_len: int):
-        # q [Tq, H, D]; k, v [L, KVH, D] -> [Tq, H, D]
-        group = layer.tp_q_head_num // layer.tp_k_head_num
-        k = k.to(q.dtype).repeat_interleave(group, dim=1).transpose(0, 1)
-        v = v.to(q.dtype).repeat_interleave(group, dim=1).transpose(0, 1)
-        q = q.transpose(0, 1)
-        tq, kl = q.shape[1], k.shape[1]
+        # q [Tq, H, D]; k, v [L, KVH, D] -> [Tq, H, D]. The G query heads sharing a KV head become
+        # G x Tq query rows of that head, so K/V are never repeated per query head.
+        tq, heads, dim = q.shape
+        kvh = k.shape[1]
+        group = heads // kvh
+        qq = q.view(tq, kvh, group, dim).permute(1, 2, 0, 3).reshape(kvh, group * tq, dim)
+        kk = k.to(q.dtype).transpose(0, 1)
+        vv = v.to(q.dtype).transpose(0, 1)
         mask = None
         if tq > 1:
             q_pos = torch.arange(prefix_len, prefix_len + tq, device=q.device)[:, None]
-            mask = torch.arange(kl, device=q.device)[None, :] <= q_pos
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=layer.scaling)
-        return out.transpose(0, 1)
+            mask = (torch.arange(k.shape[0], device=q.device)[None, :] <= q_pos).repeat(group, 1)
+        out = F.scaled_dot_product_attention(qq, kk, vv, attn_mask=mask, scale=layer.scaling)
+        return out.view(kvh, group, tq, dim).permute(2, 0, 1, 3).reshape(tq, heads, dim)
 
     def forward_extend(self, q, k, v, layer: "RadixAttention", fb: "ForwardBatch") -> torch.Tensor:
         q = q.view(-1, layer.tp_q_head_num, layer.head_dim)
@@ -64,13 +66,15 @@ class TorchNativeAttnBackend(AttentionBackend):
         return out.view(-1, layer.tp_q_head_num * layer.head_dim)
 
     def forward_decode(self, q, k, v, layer: "RadixAttention", fb: "ForwardBatch") -> torch.Tensor:
-        """All requests at once: keys padded to the longest sequence and masked."""
+        """All requests at once: keys padded to the longest sequence and masked; the query heads
+        of one KV head are that head's query rows (no K/V repeated per query head)."""
         meta = fb.attn_metadata
         k_buf, v_buf = fb.token_to_kv_pool.get_kv_buffer(layer.layer_id)
-        group = layer.tp_q_head_num // layer.tp_k_head_num
-        kk = k_buf[meta.slots].to(q.dtype).repeat_interleave(group, dim=2).transpose(1, 2)  # [bs, H, L, D]
-        vv = v_buf[meta.slots].to(q.dtype).repeat_interleave(group, dim=2).transpose(1, 2)
-        qq = q.view(-1, layer.tp_q_head_num, 1, layer.head_dim)
+        kvh = layer.tp_k_head_num
+        group = layer.tp_q_head_num // kvh
+        kk = k_buf[meta.slots].to(q.dtype).transpose(1, 2)  # [bs, KVH, L, D]
+        vv = v_buf[meta.slots].to(q.dtype).transpose(1, 2)
+        qq = q.view(-1, kvh, group, layer.head_dim)  # [bs, KVH, G, D]
         out = F.scaled_dot_product_attention(qq, kk, vv, attn_mask=meta.mask, scale=layer.scaling)
         return out.reshape(-1, layer.tp_q_head_num * layer.head_dim)
 

@@ -23,7 +23,7 @@ WEATHER = {
         "parameters": {
             "type": "object",
             "properties": {
-                "city": {"type": "string", "maxLength": 40},
+                "city": {"type": "string", "maxLength": 24},
                 "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
                 "days": {"type": "integer", "minimum": 1, "maximum": 14},
             },
@@ -39,7 +39,7 @@ SEARCH = {
         "description": "Search the web.",
         "parameters": {
             "type": "object",
-            "properties": {"query": {"type": "string", "maxLength": 60},
+            "properties": {"query": {"type": "string", "maxLength": 30},
                            "top_k": {"type": "integer", "minimum": 1, "maximum": 10}},
             "required": ["query"],
         },
@@ -86,7 +86,7 @@ def test_constrained_calls_validate_on_50_seeded_samples(openai_client, model_na
     # function is called once; required calls one function unless parallel calls are allowed
     # (a 135M model at temperature 1 may then go on calling until max_tokens).
     r = openai_client.chat.completions.create(model=model_name, messages=ASK, tools=TOOLS, tool_choice=tool_choice,
-                                              temperature=1.0, seed=7, n=SAMPLES, max_tokens=200,
+                                              temperature=1.0, seed=7, n=SAMPLES, max_tokens=120,
                                               parallel_tool_calls=False)
     assert len(r.choices) == SAMPLES
     for c in r.choices:
@@ -105,7 +105,7 @@ def test_constrained_calls_validate_streamed(openai_client, model_name, choice):
     def one(seed):
         return _stream_calls(openai_client.chat.completions.create(
             model=model_name, messages=ASK, tools=TOOLS, tool_choice=tool_choice, temperature=1.0, seed=seed,
-            max_tokens=200, stream=True, parallel_tool_calls=False))
+            max_tokens=120, stream=True, parallel_tool_calls=False))
 
     with ThreadPoolExecutor(SAMPLES) as pool:  # concurrent streams decode as one batch
         results = list(pool.map(one, range(SAMPLES)))
@@ -121,7 +121,7 @@ def test_constrained_calls_validate_streamed(openai_client, model_name, choice):
 
 def test_required_with_parallel_calls(openai_client, model_name):
     r = openai_client.chat.completions.create(model=model_name, messages=ASK, tools=TOOLS, tool_choice="required",
-                                              temperature=1.0, seed=11, n=10, max_tokens=300)
+                                              temperature=1.0, seed=11, n=6, max_tokens=160)
     for c in r.choices:
         # every complete call validates; a call cut by max_tokens stays text
         _check_calls(c.message.tool_calls)
@@ -130,7 +130,7 @@ def test_required_with_parallel_calls(openai_client, model_name):
 
 def test_stream_equals_non_stream(openai_client, model_name):
     kw = dict(model=model_name, messages=ASK, tools=TOOLS, tool_choice="required", temperature=1.0, seed=3,
-              max_tokens=200, parallel_tool_calls=False)
+              max_tokens=120, parallel_tool_calls=False)
     full = openai_client.chat.completions.create(**kw)
     content, calls, finish = _stream_calls(openai_client.chat.completions.create(**kw, stream=True))
     want = [(t.function.name, t.function.arguments) for t in full.choices[0].message.tool_calls]
@@ -165,7 +165,7 @@ def test_two_turn_exchange_with_tool_result(openai_client, model_name):
 
 def test_auto_answers_in_text_or_a_valid_call(openai_client, model_name):
     r = openai_client.chat.completions.create(model=model_name, messages=ASK, tools=TOOLS, temperature=1.0, seed=1,
-                                              n=8, max_tokens=60)
+                                              n=4, max_tokens=60)
     for c in r.choices:
         if c.message.tool_calls:
             assert c.finish_reason == "tool_calls"
@@ -191,7 +191,7 @@ def test_auto_constrains_a_call_once_it_begins(openai_client, model_name):
                                                    max_tokens=80).choices[0]
     assert greedy.finish_reason == "tool_calls" and greedy.message.tool_calls, greedy.message
     sampled = openai_client.chat.completions.create(model=model_name, messages=HISTORY, tools=TOOLS,
-                                                    temperature=1.0, seed=2, n=8, max_tokens=80).choices
+                                                    temperature=1.0, seed=2, n=4, max_tokens=80).choices
     for c in [greedy, *sampled]:
         if c.message.tool_calls:
             _check_calls(c.message.tool_calls)
