@@ -422,7 +422,8 @@ def test_gpu_llama_decode_blocks(mode):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_llama_cost_follows_context():
     """Early exit: blocks at position 4K over a 128K-long candidate list (n = 512, all but the first
-    tile inactive) cost about what the same blocks cost over their own 12-chunk list."""
+    tile inactive) cost about what the same blocks cost over their own 13-chunk list (the chunks
+    with left <= 4096 - sw_scan)."""
     import time
 
     gen = torch.Generator(device="cuda").manual_seed(9)
@@ -432,7 +433,8 @@ def test_gpu_llama_cost_follows_context():
     long_left = (256 + 256 * torch.arange(n_long))[None, :].expand(len(blocks), n_long).contiguous()
     case_long = _llama_case(gen, mode=ROPE_RELATIVE, blocks=blocks, chunk=256, stride=4, bq=64, sw_scan=768,
                             sink=256, left=long_left)
-    case_short = Case(**{**case_long.__dict__, "left": case_long.left[:, :12].contiguous()})
+    active = int((case_long.left[0] <= 4096 - 768).sum())  # 13: lefts 256, 512, ..., 3328
+    case_short = Case(**{**case_long.__dict__, "left": case_long.left[:, :active].contiguous()})
 
     def timed(case):
         run_kernel(case)
@@ -444,6 +446,6 @@ def test_gpu_llama_cost_follows_context():
         return (time.perf_counter() - t) / 10
 
     out_long, out_short = run_kernel(case_long), run_kernel(case_short)
-    assert torch.equal(out_long[:, :12], out_short) and bool((out_long[:, 12:] == float("-inf")).all())
+    assert torch.equal(out_long[:, :active], out_short) and bool((out_long[:, active:] == float("-inf")).all())
     t_long, t_short = timed(case_long), timed(case_short)
     assert t_long < 3 * t_short + 1e-4, (t_long, t_short)
