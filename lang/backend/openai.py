@@ -278,6 +278,9 @@ def _match_spec_format(format_: List[Dict[str, Any]], text: str) -> bool:
 def _reject_regex(params: SglSamplingParams) -> None:
     if params.regex is not None:
         raise NotImplementedError("regex-constrained gens are not supported by the OpenAI backend")
+    if params.structural_tag is not None:  # also gen(tools=..., tool_choice="auto")
+        raise NotImplementedError("structural_tag (and gen with tools) is not supported by the OpenAI backend; "
+                                  "use sgl's runtime as the backend")
 
 
 def _int_logit_bias(tokenizer: Any) -> Dict[int, int]:

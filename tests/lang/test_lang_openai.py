@@ -71,7 +71,14 @@ def test_unsupported_features_raise_not_implemented(server):
     def choose(s):
         s += sgl.user("Pick") + sgl.assistant(sgl.select("c", ["a", "b"]))
 
+    @sgl.function
+    def tools(s):
+        tool = {"type": "function", "function": {"name": "f"}}
+        s += sgl.user("Call f") + sgl.assistant(sgl.gen("c", tools=[tool]))
+
     assert isinstance(regex.run(backend=backend).error(), NotImplementedError)
+    error = tools.run(backend=backend).error()
+    assert isinstance(error, NotImplementedError) and "tools" in str(error)
     error = choose.run(backend=backend).error()
     assert isinstance(error, NotImplementedError) and "chat models" in str(error)
 
