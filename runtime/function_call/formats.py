@@ -160,6 +160,7 @@ def structures(fmt: ToolFormat, tools: Sequence[Tool], parallel: bool = True) ->
         array: Dict[str, Any] = {"type": "array", "items": items, "minItems": 1}
         if not parallel:
             array["maxItems"] = 1
+        # the prefix ends with the array's "[" and the suffix starts with its "]": the schema writes them
         return [{"begin": fmt.call_prefix[:-1], "schema": array, "end": fmt.call_suffix[1:]}]
     return [{"begin": f'{fmt.call_prefix}{{"name": {json.dumps(t.name)}, "{fmt.args_key}": ',
              "schema": _object_schema(t.parameters), "end": "}" + fmt.call_suffix} for t in tools]
