@@ -30,11 +30,10 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from sgl.runtime.function_call.formats import (
     ToolFormat,
-    call_regex,
     chosen_tools,
+    constraint,
     get_format,
     parse_tools,
-    structural_tag,
 )
 from sgl.runtime.function_call.prompt import tools_block
 
@@ -60,13 +59,10 @@ def constrain(tools: Any, tool_choice: Any, tool_parser: Optional[str]) -> Tuple
     mode, allowed = chosen_tools(parse_tools(tools), tool_choice)
     if mode == "none":
         return {}, None
-    names = tuple(t.name for t in allowed)
-    if mode == "auto":
-        return {"structural_tag": json.dumps(structural_tag(fmt, allowed))}, ToolUse(fmt, names)
     from sgl.runtime.constrained.json_schema import json_schema_to_regex
 
-    regex = call_regex(fmt, allowed, lambda schema: json_schema_to_regex(json.dumps(schema)))
-    return {"regex": regex}, ToolUse(fmt, names)
+    params = constraint(fmt, mode, allowed, lambda schema: json_schema_to_regex(json.dumps(schema)))
+    return params, ToolUse(fmt, tuple(t.name for t in allowed))
 
 
 def read_calls(use: ToolUse, text: str) -> List[Dict[str, Any]]:

@@ -181,3 +181,14 @@ def call_regex(fmt: ToolFormat, tools: Sequence[Tool], schema_regex, parallel: b
     if fmt.array or not parallel:
         return one
     return f"{one}(?:{re.escape(fmt.separator)}{one})*"
+
+
+def constraint(fmt: ToolFormat, mode: str, tools: Sequence[Tool], schema_regex, parallel: bool = True) -> Dict[str, str]:
+    """The sampling params that constrain calls for a ``tool_choice`` mode: nothing for "none", a
+    structural tag for "auto", else a regex of the whole output (a named function is called once,
+    OpenAI's meaning; "required" may call several unless not ``parallel``)."""
+    if mode == "none":
+        return {}
+    if mode == "auto":
+        return {"structural_tag": json.dumps(structural_tag(fmt, tools, parallel))}
+    return {"regex": call_regex(fmt, tools, schema_regex, parallel and mode == "required")}

@@ -18,12 +18,11 @@ from typing import Any, Dict, List, Optional, Tuple
 from sgl.runtime.function_call.formats import (
     Tool,
     ToolFormat,
-    call_regex,
     chosen_tools,
+    constraint,
     format_for_template,
     get_format,
     parse_tools,
-    structural_tag,
 )
 from sgl.runtime.function_call.parsers import (
     ArgumentsDelta,
@@ -95,13 +94,8 @@ def constrain(plan: ToolPlan, sp: Dict[str, Any], whitespace_pattern: Optional[s
     from sgl.runtime.constrained.json_schema import json_schema_to_regex
 
     try:
-        if plan.mode == "auto":
-            sp["structural_tag"] = json.dumps(structural_tag(plan.fmt, plan.allowed, plan.parallel))
-        else:
-            # a named function is called once (OpenAI's meaning); required may call several
-            sp["regex"] = call_regex(plan.fmt, plan.allowed,
-                                     lambda schema: json_schema_to_regex(json.dumps(schema), whitespace_pattern),
-                                     plan.parallel and plan.mode == "required")
+        sp.update(constraint(plan.fmt, plan.mode, plan.allowed,
+                             lambda schema: json_schema_to_regex(json.dumps(schema), whitespace_pattern), plan.parallel))
     except ValueError as e:  # a parameters schema the compiler cannot enforce
         raise ApiError(f"tools: {e}", 400, "tools") from None
     # special tokens can open a call (<|python_tag|>, [TOOL_CALLS]); the parser must see them
