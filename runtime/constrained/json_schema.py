@@ -546,6 +546,16 @@ def json_schema_to_regex(
     and outlines-core scans the whole vocabulary once per state: at vocab 49K depth 1 compiles
     in ~1.3 s (~760 states), depth 2 in ~45 s (~3100 states).
     """
+    loaded, validator_cls, whitespace_pattern = _prepare(schema, whitespace_pattern)
+    for cap in COUNTED_CHAR_CAPS:
+        regex = _deepest_regex(loaded, validator_cls, whitespace_pattern, max_recursion_depth, any_value_depth, cap)
+        if counted_weight(regex) <= COUNTED_WEIGHT_BUDGET:
+            break
+    return regex
+
+
+def _prepare(schema: SchemaLike, whitespace_pattern: Optional[str]):
+    """(loaded schema, its validator class, the whitespace pattern) with the arguments checked."""
     if schema == ANY_JSON:
         schema = {}
     loaded = _load_schema(schema)
@@ -554,11 +564,7 @@ def json_schema_to_regex(
         whitespace_pattern = DEFAULT_WHITESPACE_PATTERN
     elif whitespace_pattern:
         _validate_whitespace(whitespace_pattern)
-    for cap in COUNTED_CHAR_CAPS:
-        regex = _deepest_regex(loaded, validator_cls, whitespace_pattern, max_recursion_depth, any_value_depth, cap)
-        if counted_weight(regex) <= COUNTED_WEIGHT_BUDGET:
-            break
-    return regex
+    return loaded, validator_cls, whitespace_pattern
 
 
 def _deepest_regex(loaded, validator_cls, whitespace_pattern: str, max_recursion_depth: int,

@@ -1,8 +1,10 @@
 """Optional xgrammar backend (``--grammar-backend xgrammar``): adds EBNF grammars.
 
 xgrammar is imported only when this backend is built; without it a ValueError says how to get it.
-JSON schemas go through our own schema walker (``json_schema_to_regex``) and xgrammar compiles
-the resulting regex, so both backends accept, refuse and enforce exactly the same keywords.
+JSON schemas go through our own schema walker, emitted as an EBNF grammar with one rule per
+``$ref`` target (``json_schema_to_ebnf``), so both backends accept, refuse and enforce exactly the
+same keywords; recursive and heavily shared schemas, which the regex path must unroll, compile
+here as grammars linear in the schema's size.
 """
 
 from typing import List, Optional, Sequence, Tuple
@@ -11,7 +13,7 @@ import torch
 
 from .base import BaseGrammar, BaseGrammarBackend
 from .builtin_regex import choices_regex
-from .json_schema import json_schema_to_regex
+from .json_schema_ebnf import json_schema_to_ebnf
 from .vocab import TokenVocabulary
 
 __all__ = ["XGrammarGrammar", "XGrammarBackend"]
@@ -127,10 +129,10 @@ class XGrammarBackend(BaseGrammarBackend):
 
     def _compile(self, kind: str, text: str):
         if kind == "json":
-            # our regex, not xgrammar's schema converter: xgrammar 0.2.8 ignores type next to
-            # enum, allOf, undeclared required names and length limits next to format/pattern
-            # (measured), which would let invalid JSON through
-            return self.compiler.compile_regex(json_schema_to_regex(text, self.whitespace_pattern))
+            # our schema walker (as a grammar), not xgrammar's schema converter: xgrammar 0.2.8
+            # ignores type next to enum, allOf, undeclared required names and length limits next
+            # to format/pattern (measured), which would let invalid JSON through
+            return self.compiler.compile_grammar(json_schema_to_ebnf(text, self.whitespace_pattern))
         if kind == "regex":
             return self.compiler.compile_regex(text)
         if kind == "choices":
