@@ -74,8 +74,8 @@ class ServerArgs:
                                                   when=lambda v: v in ("npcache", "bitsandbytes", "layered"),
                                                   examples=("npcache", "bitsandbytes", "layered")))
     trust_remote_code: bool = _f(False, "Let a model directory's own Python code build its config and tokenizer.")
-    dtype: str = _f("auto", "Weight and activation dtype. auto: float32 on CPU; on GPU bfloat16 for bf16 "
-                    "checkpoints, else float16.", choices=DTYPES)
+    dtype: str = _f("auto", "Weight and activation dtype. auto: on GPU bfloat16 for bf16 checkpoints, else "
+                    "float16; on CPU bfloat16 where the CPU computes it natively (AVX512-BF16, AMX), else float32.", choices=DTYPES)
     kv_cache_dtype: str = _f("auto", "KV cache dtype. auto: the model dtype; fp8_*: one byte per value, twice the tokens.",
                              choices=KV_DTYPES)
     quantization: Optional[str] = _f(

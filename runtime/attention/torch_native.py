@@ -36,7 +36,7 @@ class TorchNativeAttnBackend(AttentionBackend):
         row = fb.req_pool_indices_cpu[i]
         slots = fb.req_to_token_pool.req_to_token[row, :seq_len].long()
         k_buf, v_buf = fb.token_to_kv_pool.get_kv_buffer(layer.layer_id)
-        return k_buf[slots], v_buf[slots]  # [L, KVH, D]
+        return k_buf.index_select(0, slots), v_buf.index_select(0, slots)  # [L, KVH, D]
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: "RadixAttention", prefix_len: int):
         # q [Tq, H, D]; k, v [L, KVH, D] -> [Tq, H, D]. The G query heads sharing a KV head become
@@ -72,11 +72,13 @@ class TorchNativeAttnBackend(AttentionBackend):
         k_buf, v_buf = fb.token_to_kv_pool.get_kv_buffer(layer.layer_id)
         kvh = layer.tp_k_head_num
         group = layer.tp_q_head_num // kvh
-        kk = k_buf[meta.slots].to(q.dtype).transpose(1, 2)  # [bs, KVH, L, D]
-        vv = v_buf[meta.slots].to(q.dtype).transpose(1, 2)
-        qq = q.view(-1, kvh, group, layer.head_dim)  # [bs, KVH, G, D]
+        shape, dtype = (*meta.slots.shape, kvh, layer.head_dim), meta.dtype or q.dtype
+        # index_select over the flat slots: several times faster than advanced indexing on CPU
+        kk = k_buf.index_select(0, meta.flat_slots).view(shape).to(dtype).transpose(1, 2)  # [bs, KVH, L, D]
+        vv = v_buf.index_select(0, meta.flat_slots).view(shape).to(dtype).transpose(1, 2)
+        qq = q.view(-1, kvh, group, layer.head_dim).to(dtype)  # [bs, KVH, G, D]
         out = F.scaled_dot_product_attention(qq, kk, vv, attn_mask=meta.mask, scale=layer.scaling)
-        return out.reshape(-1, layer.tp_q_head_num * layer.head_dim)
+        return out.to(q.dtype).reshape(-1, layer.tp_q_head_num * layer.head_dim)
 
 
 class _DecodeMeta:
@@ -87,4 +89,7 @@ class _DecodeMeta:
         rows = fb.req_to_token_pool.req_to_token[fb.req_pool_indices, :max_len].long()
         valid = torch.arange(max_len, device=rows.device)[None, :] < fb.seq_lens[:, None]
         self.slots = torch.where(valid, rows, torch.zeros_like(rows))  # padding reads the dummy slot 0
+        self.flat_slots = self.slots.view(-1)
         self.mask = valid[:, None, None, :]
+        # bf16 on CPU: SDPA's CPU kernel is slower in bf16 than in float32 at decode shapes
+        self.dtype = torch.float32 if fb.seq_lens.device.type == "cpu" else None

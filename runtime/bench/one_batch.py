@@ -108,7 +108,7 @@ def run_hf(model_config, device: str, dtype: torch.dtype, bs: int, input_len: in
     prefill = gen(1)
     total = gen(output_len)
     step = (total - prefill) / max(output_len - 1, 1)
-    return Result("hf-transformers", bs, input_len, output_len, prefill * 1e3, step * 1e3, bs / step, float("nan"), device)
+    return Result(f"hf-{str(dtype).replace('torch.', '')}", bs, input_len, output_len, prefill * 1e3, step * 1e3, bs / step, float("nan"), device)
 
 
 def build_hf_model(model_config, device: str, dtype: torch.dtype):
@@ -119,11 +119,35 @@ def build_hf_model(model_config, device: str, dtype: torch.dtype):
     return model.eval()
 
 
+def transformers_version() -> str:
+    import transformers
+
+    return transformers.__version__
+
+
+def add_hf_dtype_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--hf-dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                        help="dtype of the HF baseline; auto: the engine's")
+
+
+def add_hf_dtypes_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--hf-dtype", nargs="+", default=["auto"], choices=["auto", "float32", "bfloat16", "float16"],
+                        help="dtype(s) of the HF baseline, each timed in turn; auto: the engine's. "
+                             "The 'vs hf' column compares with the first")
+
+
+def hf_dtype(name: str, engine_dtype: torch.dtype) -> torch.dtype:
+    return engine_dtype if name == "auto" else getattr(torch, name)
+
+
 def print_table(results: List[Result]) -> None:
     header = (f"{'backend':<16}{'bs':>5}{'in':>7}{'out':>6}{'prefill ms':>12}{'decode ms':>11}{'busy ms':>9}"
               f"{'tok/s':>11}{'vs hf':>8}")
     print(header)
-    hf = {(r.batch_size, r.input_len, r.output_len): r for r in results if r.backend != "sgl"}
+    hf = {}
+    for r in results:  # the first HF row of each shape
+        if r.backend != "sgl":
+            hf.setdefault((r.batch_size, r.input_len, r.output_len), r)
     for r in results:
         base = hf.get((r.batch_size, r.input_len, r.output_len))
         ratio = f"{base.median_decode_ms / r.median_decode_ms:.2f}x" if base and r.backend == "sgl" else ""
@@ -138,6 +162,7 @@ def main(argv: Optional[List[str]] = None) -> List[Result]:
     parser.add_argument("--input-len", type=int, nargs="+", default=[1024])
     parser.add_argument("--output-len", type=int, nargs="+", default=[16])
     parser.add_argument("--hf-baseline", action="store_true", help="also time HF transformers generate")
+    add_hf_dtypes_arg(parser)
     parser.add_argument("--result-filename", default=None, help="append one JSON line per result")
     parser.add_argument("--warmup-steps", type=int, default=4)
     args = parser.parse_args(argv)
@@ -149,17 +174,23 @@ def main(argv: Optional[List[str]] = None) -> List[Result]:
     server_args = ServerArgs.from_cli_args(args)
     logging.basicConfig(level=getattr(logging, server_args.log_level.upper(), logging.INFO))
     sched = _build_scheduler(server_args)
+    sched_desc = f"{sched.model_runner.dtype}, {torch.get_num_threads()} threads"
     sweep = list(itertools.product(args.batch_size, args.input_len, args.output_len))
     run_sgl(sched, max(args.batch_size), min(args.input_len), args.warmup_steps)  # warm-up
     results = [run_sgl(sched, bs, il, ol) for bs, il, ol in sweep]
     if args.hf_baseline:
-        cfg, device, dtype = sched.model_config, sched.device, sched.model_runner.dtype
+        cfg, device = sched.model_config, sched.device
+        dtypes = list(dict.fromkeys(hf_dtype(name, sched.model_runner.dtype) for name in args.hf_dtype))
         del sched  # free our weights and KV pool before HF allocates its own
         gc.collect()
         if device == "cuda":
             torch.cuda.empty_cache()
-        model = build_hf_model(cfg, device, dtype)
-        results += [run_hf(cfg, device, dtype, bs, il, ol, model) for bs, il, ol in sweep]
+        hf_desc = f"{', '.join(str(d) for d in dtypes)}, {torch.get_num_threads()} threads"
+        for dtype in dtypes:
+            model = build_hf_model(cfg, device, dtype)
+            results += [run_hf(cfg, device, dtype, bs, il, ol, model) for bs, il, ol in sweep]
+            del model
+    print(f"sgl: {sched_desc}" + (f"; HF transformers {transformers_version()}, {hf_desc}" if args.hf_baseline else ""))
     print_table(results)
     if args.result_filename:
         with open(args.result_filename, "a") as f:

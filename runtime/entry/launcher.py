@@ -8,6 +8,7 @@ import subprocess
 import time
 from typing import List, Optional, Tuple
 
+from sgl.runtime.executor.cpu_threads import child_env
 from sgl.runtime.server_args import PortArgs, ServerArgs
 from sgl.utils import python_module_command
 
@@ -21,7 +22,7 @@ class ChildProcess:
         self.name = kind
         self.popen = subprocess.Popen(
             python_module_command("sgl.runtime.entry.child", kind),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=child_env(kind, server_args.device),
         )
         pickle.dump((server_args, port_args), self.popen.stdin)
         self.popen.stdin.close()

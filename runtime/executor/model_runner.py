@@ -18,6 +18,7 @@ from sgl.runtime.attention.base import CudaGraphAttentionBackend, create_attenti
 from sgl.runtime.executor.forward_batch import ForwardBatch, ForwardMode
 from sgl.runtime.executor.host_to_device import to_device
 from sgl.runtime.mem.memory_pool import ReqToTokenPool, TokenToKVPool
+from sgl.runtime.executor.cpu_threads import cpu_threads
 from sgl.runtime.models.model_config import ModelConfig
 from sgl.runtime.models.loader import load_model
 from sgl.runtime.server_args import ServerArgs
@@ -53,9 +54,7 @@ class ModelRunner:
         self.dtype = self.model_config.dtype
         torch.manual_seed(server_args.random_seed)
         if self.device == "cpu":
-            # OpenMP threads spin and collapse when another busy process shares the cores (the
-            # tokenizer side, a test client); one thread is steadier on small CPU machines.
-            torch.set_num_threads(int(os.environ.get("SGL_CPU_THREADS", "1")))
+            torch.set_num_threads(cpu_threads())  # see executor/cpu_threads.py
         if model is None:
             model = load_model(self.model_config, server_args.load_format, self.device, self.dtype)
         self.model = model

@@ -206,7 +206,9 @@ def get_head_dim(hf_config: PretrainedConfig) -> int:
 
 
 def resolve_dtype(dtype: "str | torch.dtype", hf_config: PretrainedConfig, device: Optional[str] = None) -> torch.dtype:
-    """"auto": float32 on CPU; on GPU bf16 for bf16 checkpoints, else fp16."""
+    """"auto": on GPU bf16 for bf16 checkpoints, else fp16; on CPU bf16 where the CPU computes in
+    bf16 natively (AVX512-BF16 or AMX: half the bytes a step reads, about twice fp32's matmul
+    speed), else float32 (emulated bf16 is slower than float32)."""
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype in _DTYPE_NAMES:
@@ -214,8 +216,13 @@ def resolve_dtype(dtype: "str | torch.dtype", hf_config: PretrainedConfig, devic
     if dtype != "auto":
         raise ValueError(f"dtype {dtype!r} is not supported; choose auto or one of {sorted(_DTYPE_NAMES)}")
     if (device or _default_device()) == "cpu":
-        return torch.float32
+        return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
     return torch.bfloat16 if checkpoint_dtype(hf_config) == torch.bfloat16 else torch.float16
+
+
+def cpu_has_native_bf16() -> bool:
+    cpu = getattr(torch, "cpu", None)
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
 
 
 def checkpoint_dtype(hf_config: PretrainedConfig) -> Optional[torch.dtype]:

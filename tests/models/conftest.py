@@ -16,7 +16,7 @@ def gguf_path() -> str:
 def smol_config(gguf_path):
     from sgl.runtime.models.model_config import ModelConfig
 
-    return ModelConfig.load(gguf_path, "gguf", device="cpu")
+    return ModelConfig.load(gguf_path, "gguf", device="cpu", dtype="float32")  # HF's oracle is float32
 
 
 @pytest.fixture(scope="session")

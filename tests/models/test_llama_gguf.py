@@ -29,6 +29,21 @@ def test_logits_match_hf(smol_model, hf_smol_model, smol_tokenizer):
         assert torch.equal(ours.argmax(-1), ref.argmax(-1)), prompt
 
 
+def test_bf16_cpu_default_agrees_with_hf_float32(gguf_path, hf_smol_model, smol_tokenizer):
+    """The dtype CPUs with native bf16 get by default: teacher-forced next-token argmax agrees with
+    HF's float32 on nearly every position of a text (bf16 rounding flips only near-ties)."""
+    from sgl.runtime.models.loader import load_model
+    from sgl.runtime.models.model_config import ModelConfig
+
+    model = load_model(ModelConfig.load(gguf_path, "gguf", device="cpu", dtype="bfloat16"), device="cpu")
+    ids = smol_tokenizer.encode(" ".join(PROMPTS) + " The river ran past the old mill, and the miller's "
+                                "daughter watched the boats go by every morning before school.")
+    ours, ref = run_logits(model, [ids]), hf_logits(hf_smol_model, ids)
+    assert next(model.parameters()).dtype == torch.bfloat16
+    agree = (ours.argmax(-1) == ref.argmax(-1)).float().mean().item()
+    assert agree >= 0.9, agree
+
+
 def test_greedy_decode_matches_hf(smol_model, hf_smol_model, smol_tokenizer, smol_config):
     chat = [{"role": "user", "content": "Write a short story about a cat."}]
     prompt_ids = smol_tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True, return_dict=False)

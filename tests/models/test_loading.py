@@ -14,7 +14,7 @@ from transformers import LlamaForCausalLM as HFLlama
 from transformers import Qwen2ForCausalLM as HFQwen2
 
 from sgltest.model_testing import run_logits
-from sgl.runtime.models.model_config import ModelConfig, resolve_builtin_config, resolve_dtype
+from sgl.runtime.models.model_config import ModelConfig, cpu_has_native_bf16, resolve_builtin_config, resolve_dtype
 from sgl.runtime.models import default_model
 from sgl.runtime.models.loader import load_model
 from sgl.runtime.models.registry import ModelRegistry
@@ -44,7 +44,7 @@ def hf_logits(model, seq):
 
 
 def assert_matches_hf(path, hf_model):
-    ours = load_model(ModelConfig.load(path, device="cpu"), device="cpu")
+    ours = load_model(ModelConfig.load(path, device="cpu", dtype="float32"), device="cpu")
     logits = run_logits(ours, SEQS)
     expected = torch.cat([hf_logits(hf_model, s) for s in SEQS])
     torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4)
@@ -110,7 +110,8 @@ def write_config(path, **values) -> str:
 def test_dummy_load_is_deterministic_and_finite(tmp_path):
     path = write_config(tmp_path / "cfg", torch_dtype="bfloat16")
     config = ModelConfig.load(path, "dummy", device="cpu")
-    assert config.load_format == "dummy" and config.dtype == torch.float32
+    # "auto" on CPU: bf16 where the CPU computes bf16 natively, else float32
+    assert config.load_format == "dummy" and config.dtype == (torch.bfloat16 if cpu_has_native_bf16() else torch.float32)
     first, second = load_model(config), load_model(config)
     assert first.model.norm.weight.eq(1).all()
     logits = run_logits(first, SEQS)
@@ -207,9 +208,14 @@ def test_bad_arguments(tmp_path, gguf_path):
         ModelRegistry.resolve_model_cls(["GPT2LMHeadModel"])
 
 
-def test_dtype_resolution():
+def test_dtype_resolution(monkeypatch):
+    from sgl.runtime.models import model_config
+
     bf16, fp32 = LlamaConfig(dtype="bfloat16"), LlamaConfig(dtype="float32")
-    assert resolve_dtype("auto", bf16, "cpu") == torch.float32
+    for native, expected in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(model_config, "cpu_has_native_bf16", lambda: native)
+        assert resolve_dtype("auto", bf16, "cpu") == expected
+        assert resolve_dtype("auto", fp32, "cpu") == expected
     assert resolve_dtype("auto", bf16, "cuda") == torch.bfloat16
     assert resolve_dtype("auto", fp32, "cuda") == torch.float16
     assert resolve_dtype("half", bf16, "cpu") == torch.float16
