@@ -1,7 +1,8 @@
 """Per-token vocab-mask cost of JSON-schema decoding, ours beside outlines-core and xgrammar.
 
     python -m sgl.runtime.bench.json_mask [--samples 8] [--out results.json]
-    python -m sgl.runtime.bench.json_mask --corpus tests/data/jsonschemabench_sample.json
+    python -m sgl.runtime.bench.json_mask --corpus tests/data/jsonschemabench_sample.json \
+        [--grammar-backend outlines xgrammar]
 
 With ``--corpus``: every schema of the corpus file that compiles (in memory-capped workers, 60 s
 at most) is walked ``--samples`` times on the 49K vocabulary, and the mask fills of all states
@@ -94,8 +95,10 @@ def synthetic_vocab(tokenizer, size: int, seed: int = 0):
     return TokenVocabulary.from_bytes(list(base.token_bytes) + extra, base.eos_token_ids, size)
 
 
-def random_walks(grammar_factory: Callable, vocab_size: int, n: int, seed: int) -> List[List[int]]:
-    """Token sequences (EOS last) from uniform random walks through our grammar."""
+def random_walks(grammar_factory: Callable, vocab_size: int, n: int, seed: int,
+                 eos_token_ids: Optional[List[int]] = None) -> List[List[int]]:
+    """Token sequences (EOS last) from uniform random walks through our grammar (either backend's;
+    ``eos_token_ids`` default to the outlines grammar's own)."""
     from sgl.runtime.constrained.vocab_mask import unpack_bitmask
 
     rng = random.Random(seed)
@@ -107,7 +110,8 @@ def random_walks(grammar_factory: Callable, vocab_size: int, n: int, seed: int) 
         for _ in range(400):
             g.fill_vocab_mask(mask, 0)
             allowed = torch.nonzero(unpack_bitmask(mask, vocab_size)[0]).flatten()
-            eos = [t for t in g.compiled.vocab.vocab.eos_token_ids if bool(unpack_bitmask(mask, vocab_size)[0, t])]
+            ends = eos_token_ids if eos_token_ids is not None else g.compiled.vocab.vocab.eos_token_ids
+            eos = [t for t in ends if bool(unpack_bitmask(mask, vocab_size)[0, t])]
             tid = eos[0] if eos and rng.random() < 0.5 else int(allowed[rng.randrange(allowed.numel())])
             seq.append(tid)
             g.accept_token(tid)
@@ -249,28 +253,34 @@ def run(samples: int, seed: int) -> Dict:
     return results
 
 
-def run_corpus(path: str, samples: int, seed: int, compile_timeout_s: float = 60.0) -> Dict:
+def run_corpus(path: str, samples: int, seed: int, compile_timeout_s: float = 60.0,
+               grammar_backend: str = "outlines") -> Dict:
     """Pooled mask-fill times over every state the corpus's walks reach (module docstring)."""
-    from sgl.runtime.constrained import GrammarBackend
+    from sgl.runtime.constrained.factory import create_grammar_backend
 
     torch.set_num_threads(1)
     corpus = json.load(open(path))
-    backend = GrammarBackend(default_tokenizer(), VOCAB_SMALL, num_threads=1, isolate=True,
-                             compile_timeout_s=compile_timeout_s)
+    tokenizer = default_tokenizer()
+    backend = create_grammar_backend(grammar_backend, tokenizer, VOCAB_SMALL, num_threads=1, isolate=True,
+                                     compile_timeout_s=compile_timeout_s)
+    compile_s: List[float] = []
     cold: Dict[str, List[int]] = {}
     warm: Dict[str, List[int]] = {}
     compiled, refused, worst = 0, {}, (0, "")
     for item in corpus["items"]:
         text = json.dumps(item["schema"])
+        t0 = time.perf_counter()
         try:
             base = backend.get_or_compile("json", text).result()
+            compile_s.append(time.perf_counter() - t0)
         except ValueError as e:
             refused[item["path"]] = str(e)[:120]
             continue
         compiled += 1
-        seqs = random_walks(base.copy, VOCAB_SMALL, samples, seed)
+        seqs = random_walks(base.copy, VOCAB_SMALL, samples, seed, [tokenizer.eos_token_id])
         mask = base.allocate_vocab_mask(VOCAB_SMALL, 1)
-        base.compiled.drop_cached_rows()  # cold: rows built on first visit, as for a first request
+        if hasattr(base.compiled, "drop_cached_rows"):  # outlines: rows built on first visit, as for a first request
+            base.compiled.drop_cached_rows()
         fill, accept = (lambda g: g.fill_vocab_mask(mask, 0)), (lambda g, t: g.accept_token(t))
         per = time_replay(base.copy, fill, accept, seqs, cold)
         time_replay(base.copy, fill, accept, seqs, warm)
@@ -278,10 +288,14 @@ def run_corpus(path: str, samples: int, seed: int, compile_timeout_s: float = 60
             worst = (per["fill"]["p99_us"], item["path"])
         backend.reset()
     backend.shutdown()
-    out = {"schemas": len(corpus["items"]), "compiled": compiled, "refused": refused,
+    compile_s.sort()
+    out = {"grammar_backend": grammar_backend, "schemas": len(corpus["items"]), "compiled": compiled, "refused": refused,
+           "compile_p50_s": compile_s[len(compile_s) // 2] if compile_s else None,
+           "compile_max_s": compile_s[-1] if compile_s else None,
            "cold_fill": percentiles(cold["fill"]), "warm_fill": percentiles(warm["fill"]),
            "cold_max_us": max(cold["fill"]) / 1000.0, "worst_schema_p99": worst}
-    print(f"{compiled} of {len(corpus['items'])} schemas compiled, {out['cold_fill']['n']} mask fills per pass")
+    print(f"{grammar_backend}: {compiled} of {len(corpus['items'])} schemas compiled (compile p50 "
+          f"{out['compile_p50_s']:.3f} s, max {out['compile_max_s']:.2f} s), {out['cold_fill']['n']} mask fills per pass")
     for key in ("cold_fill", "warm_fill"):
         r = out[key]
         print(f"{key:10s} p50 {r['p50_us']:.1f} us  p99 {r['p99_us']:.1f} us  mean {r['mean_us']:.1f} us")
@@ -311,9 +325,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="write all figures as JSON here")
     parser.add_argument("--corpus", help="pool the mask fills over a corpus file's schemas instead")
+    parser.add_argument("--grammar-backend", nargs="+", default=["outlines"], choices=["outlines", "xgrammar"],
+                        help="with --corpus: the backend(s) measured, one after the other")
     args = parser.parse_args()
     if args.corpus:
-        results = run_corpus(args.corpus, args.samples, args.seed)
+        results = {name: run_corpus(args.corpus, args.samples, args.seed, grammar_backend=name)
+                   for name in args.grammar_backend}
         if args.out:
             with open(args.out, "w") as f:
                 json.dump(results, f, indent=2)

@@ -108,13 +108,14 @@ class XGrammarBackend(BaseGrammarBackend):
     ) -> None:
         xgr = _import_xgrammar()
         super().__init__(num_threads, cache_size, compile_timeout_s)
-        if isinstance(tokenizer, TokenVocabulary):
-            encoded = [b if b is not None else b"" for b in tokenizer.token_bytes]
-            info = xgr.TokenizerInfo(encoded, xgr.VocabType.RAW, vocab_size=tokenizer.vocab_size,
-                                     stop_token_ids=tokenizer.eos_token_ids)
-        else:
-            stop = list(eos_token_ids) if eos_token_ids is not None else None
-            info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size, stop_token_ids=stop)
+        # Our own token bytes, as the outlines backend gets them: special tokens (None) never
+        # match text. (xgrammar's from_huggingface let <|im_start|> and friends match their
+        # literal text inside JSON strings, which the detokenizer then drops from the output.)
+        vocab = tokenizer if isinstance(tokenizer, TokenVocabulary) else \
+            TokenVocabulary.from_tokenizer(tokenizer, vocab_size, eos_token_ids)
+        encoded = [b if b is not None else b"" for b in vocab.token_bytes]
+        info = xgr.TokenizerInfo(encoded, xgr.VocabType.RAW, vocab_size=vocab.vocab_size,
+                                 stop_token_ids=vocab.eos_token_ids)
         self.compiler = xgr.GrammarCompiler(info, max_threads=num_threads)
         self.whitespace_pattern = whitespace_pattern
         self.min_jump_chars = min_jump_chars

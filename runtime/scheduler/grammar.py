@@ -102,7 +102,7 @@ class GrammarManager:
         self.vocab_size = vocab_size
         # isolate: a grammar whose automaton needs too much memory fails its request, not the scheduler
         self.backend = create_grammar_backend(backend, tokenizer, vocab_size, whitespace_pattern=whitespace_pattern,
-                                              isolate=True)
+                                              isolate=True, eos_token_ids=tuple(eos_token_ids) or None)
         self.whitespace_pattern = whitespace_pattern
         self.eos_token_ids = tuple(eos_token_ids)
         self.enable_jump_forward = enable_jump_forward and tokenizer is not None

@@ -74,3 +74,17 @@ def test_jump_forward_and_retokenize(xbackend, tokenizer, walker):
 def test_unknown_backend_name(tokenizer):
     with pytest.raises(ValueError, match="unknown grammar backend"):
         create_grammar_backend("llguidance", tokenizer, 49152)
+
+
+def test_special_tokens_never_match_text(xbackend, tokenizer):
+    """Inside a JSON string every ordinary token may follow, but no special token (<|im_start|>,
+    <filename>, ...): the detokenizer drops those, so the text would not be what the grammar saw.
+    The outlines backend excludes them the same way."""
+    grammar = xbackend.get_or_compile("json", json.dumps({"type": "object"})).result(timeout=120).copy()
+    for tid in tokenizer.encode('{"a": "b', add_special_tokens=False):
+        grammar.accept_token(tid)
+    mask = grammar.allocate_vocab_mask(49152, 1)
+    grammar.fill_vocab_mask(mask, 0)
+    allowed = {t for t in range(49152) if (int(mask[0, t // 32]) >> (t % 32)) & 1}
+    assert tokenizer.encode(" text", add_special_tokens=False)[0] in allowed
+    assert not allowed & set(tokenizer.all_special_ids)
