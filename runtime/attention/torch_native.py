@@ -44,6 +44,14 @@ class TorchNativeAttnBackend(AttentionBackend):
         tq, heads, dim = q.shape
         kvh = k.shape[1]
         group = heads // kvh
+        if tq > 1 and prefix_len == 0:
+            # no cached prefix: SDPA's own causal mask (its fused kernel, 2-3x the masked path on
+            # CPU); the G query heads of a KV head see that head's K/V expanded, not copied
+            qq = q.view(tq, kvh, group, dim).permute(1, 2, 0, 3)  # [KVH, G, Tq, D]
+            kk = k.to(q.dtype).transpose(0, 1).unsqueeze(1).expand(kvh, group, -1, dim)
+            vv = v.to(q.dtype).transpose(0, 1).unsqueeze(1).expand(kvh, group, -1, dim)
+            out = F.scaled_dot_product_attention(qq, kk, vv, is_causal=True, scale=layer.scaling)
+            return out.permute(2, 0, 1, 3).reshape(tq, heads, dim)
         qq = q.view(tq, kvh, group, dim).permute(1, 2, 0, 3).reshape(kvh, group * tq, dim)
         kk = k.to(q.dtype).transpose(0, 1)
         vv = v.to(q.dtype).transpose(0, 1)
