@@ -11,7 +11,8 @@ Three runs of the same batch through sgl.Engine, in one process:
 2. unconstrained, each request forced (ignore_eos) to the length run 1 produced: the baseline;
 3. constrained, jump-forward on (a second engine).
 It reports time per output token of each, the overhead of 1 over 2, and the end-to-end speedup of
-3 over 1. The default schema has long fixed keys, where jump-forward skips most decode steps.
+3 over 1, plus the schema's compile time (its first request less a warm one). With
+`--compare-grammar-backends outlines xgrammar` all of it runs once per backend, one table. The default schema has long fixed keys, where jump-forward skips most decode steps.
 
 Example (GPU; the tokenizer of the embedded model over an 8B-shaped model with its vocabulary):
   python -m sgl.bench_json --model-path llama-3.1-8b --load-format dummy --tokenizer-path DIR \
@@ -56,6 +57,8 @@ class JsonBenchResult:
     no_jump_seconds: float
     jump_forward_speedup: float
     output_tokens: int
+    grammar_backend: str = ""
+    compile_seconds: float = float("nan")  # first request of the schema (compile + 16 tokens) minus a warm one
 
 
 def _timed(engine, prompts: List[str], params: List[dict]):
@@ -147,8 +150,6 @@ def _best(fn, repeats: int, key):
 
 
 def main(argv: Optional[List[str]] = None) -> List[JsonBenchResult]:
-    from sgl.runtime.entry.engine import Engine
-
     parser = argparse.ArgumentParser(prog="python -m sgl.bench_json")
     ServerArgs.add_cli_args(parser)
     parser.add_argument("--batch-size", type=int, nargs="+", default=[1, 32])
@@ -156,6 +157,8 @@ def main(argv: Optional[List[str]] = None) -> List[JsonBenchResult]:
     parser.add_argument("--schema-file", default=None, help="a JSON schema file (default: long fixed keys)")
     parser.add_argument("--repeats", type=int, default=3, help="best of N for each measurement")
     parser.add_argument("--result-filename", default=None)
+    parser.add_argument("--compare-grammar-backends", nargs="+", choices=["outlines", "xgrammar"], default=None,
+                        help="run the measurement once per grammar backend (e.g. outlines xgrammar), one table")
     parser.add_argument("--batch-mix", action="store_true",
                         help="time free, regex and JSON requests batched together (module docstring)")
     args = parser.parse_args(argv)
@@ -166,23 +169,36 @@ def main(argv: Optional[List[str]] = None) -> List[JsonBenchResult]:
         results = run_batch_mix(base, args.batch_size[0], args.max_new_tokens, args.repeats, mix_schema)
         _write(args.result_filename, results)
         return results
-    # One engine at a time: each sizes its KV pool from the free GPU memory.
-    with Engine(server_args=dataclasses.replace(base, disable_jump_forward=True)) as off:
-        measure_off(off, 1, schema, 16)  # warm-up: compile the grammar, fill caches
-        offs = [_best(lambda: measure_off(off, bs, schema, args.max_new_tokens), args.repeats, lambda r: r["t_off"])
-                for bs in args.batch_size]
-    with Engine(server_args=dataclasses.replace(base, disable_jump_forward=False)) as on:
-        _timed(on, [PROMPT], _constrained(1, schema, 16))
-        ons = [_best(lambda: _timed(on, [PROMPT] * bs, _constrained(bs, schema, args.max_new_tokens))[0],
-                     args.repeats, lambda t: t) for bs in args.batch_size]
-    results = [combine(o, t) for o, t in zip(offs, ons)]
-    print(f"{'bs':>4}{'json ms/tok':>13}{'plain ms/tok':>14}{'overhead':>10}{'jf on s':>9}{'jf off s':>10}{'jf speedup':>12}")
+    results = []
+    for backend in args.compare_grammar_backends or [base.grammar_backend]:
+        results += run_default(dataclasses.replace(base, grammar_backend=backend), schema, args.batch_size,
+                               args.max_new_tokens, args.repeats)
+    print(f"{'backend':<10}{'compile s':>10}{'bs':>4}{'json ms/tok':>13}{'plain ms/tok':>14}{'overhead':>10}"
+          f"{'jf on s':>9}{'jf off s':>10}{'jf speedup':>12}")
     for r in results:
-        print(f"{r.batch_size:>4}{r.constrained_ms_per_token:>13.3f}{r.unconstrained_ms_per_token:>14.3f}"
-              f"{100 * r.mask_overhead:>9.1f}%{r.jump_forward_seconds:>9.3f}{r.no_jump_seconds:>10.3f}"
-              f"{r.jump_forward_speedup:>11.2f}x")
+        print(f"{r.grammar_backend:<10}{r.compile_seconds:>10.3f}{r.batch_size:>4}{r.constrained_ms_per_token:>13.3f}"
+              f"{r.unconstrained_ms_per_token:>14.3f}{100 * r.mask_overhead:>9.1f}%{r.jump_forward_seconds:>9.3f}"
+              f"{r.no_jump_seconds:>10.3f}{r.jump_forward_speedup:>11.2f}x")
     _write(args.result_filename, results)
     return results
+
+
+def run_default(base: ServerArgs, schema: dict, batch_sizes: List[int], max_new: int, repeats: int) -> List[JsonBenchResult]:
+    """The three runs of the module docstring on one grammar backend (``base.grammar_backend``)."""
+    from sgl.runtime.entry.engine import Engine
+
+    # One engine at a time: each sizes its KV pool from the free GPU memory.
+    with Engine(server_args=dataclasses.replace(base, disable_jump_forward=True)) as off:
+        cold = _timed(off, [PROMPT], _constrained(1, schema, 16))[0]  # compiles the grammar
+        warm = _timed(off, [PROMPT], _constrained(1, schema, 16))[0]
+        offs = [_best(lambda: measure_off(off, bs, schema, max_new), repeats, lambda r: r["t_off"])
+                for bs in batch_sizes]
+    with Engine(server_args=dataclasses.replace(base, disable_jump_forward=False)) as on:
+        _timed(on, [PROMPT], _constrained(1, schema, 16))
+        ons = [_best(lambda: _timed(on, [PROMPT] * bs, _constrained(bs, schema, max_new))[0], repeats, lambda t: t)
+               for bs in batch_sizes]
+    return [dataclasses.replace(combine(o, t), grammar_backend=base.grammar_backend, compile_seconds=cold - warm)
+            for o, t in zip(offs, ons)]
 
 
 def _write(filename: Optional[str], results) -> None:
