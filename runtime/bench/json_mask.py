@@ -96,29 +96,35 @@ def synthetic_vocab(tokenizer, size: int, seed: int = 0):
 
 
 def random_walks(grammar_factory: Callable, vocab_size: int, n: int, seed: int,
-                 eos_token_ids: Optional[List[int]] = None) -> List[List[int]]:
-    """Token sequences (EOS last) from uniform random walks through our grammar (either backend's;
-    ``eos_token_ids`` default to the outlines grammar's own)."""
+                 eos_token_ids: Optional[List[int]] = None, max_steps: int = 400) -> List[List[int]]:
+    """``n`` token sequences from uniform random walks through our grammar (either backend's;
+    ``eos_token_ids`` default to the outlines grammar's own). Walks that end (EOS last) are
+    preferred; after 4n tries, walks cut at ``max_steps`` make up the number (their states are
+    real states too: large schemas rarely end in a uniform walk)."""
     from sgl.runtime.constrained.vocab_mask import unpack_bitmask
 
     rng = random.Random(seed)
-    out = []
-    while len(out) < n:
+    done: List[List[int]] = []
+    cut: List[List[int]] = []
+    for _ in range(4 * n):
+        if len(done) >= n:
+            break
         g = grammar_factory()
         mask = g.allocate_vocab_mask(vocab_size, 1)
         seq: List[int] = []
-        for _ in range(400):
+        for _ in range(max_steps):
             g.fill_vocab_mask(mask, 0)
-            allowed = torch.nonzero(unpack_bitmask(mask, vocab_size)[0]).flatten()
+            allowed_mask = unpack_bitmask(mask, vocab_size)[0]
+            allowed = torch.nonzero(allowed_mask).flatten()
             ends = eos_token_ids if eos_token_ids is not None else g.compiled.vocab.vocab.eos_token_ids
-            eos = [t for t in ends if bool(unpack_bitmask(mask, vocab_size)[0, t])]
+            eos = [t for t in ends if bool(allowed_mask[t])]
             tid = eos[0] if eos and rng.random() < 0.5 else int(allowed[rng.randrange(allowed.numel())])
             seq.append(tid)
             g.accept_token(tid)
             if g.is_terminated():
-                out.append(seq)
                 break
-    return out
+        (done if g.is_terminated() else cut).append(seq)
+    return (done + cut)[:n]
 
 
 def percentiles(samples_ns: List[int]) -> Dict[str, float]:

@@ -159,6 +159,9 @@ def _decimal_of(d: float) -> Decimal:
 class _Compiler(ContainerRegexMixin):
     """Walks one schema; each ``node`` call returns the regex of that subschema."""
 
+    #: whether a string with minLength/maxLength may hold escape sequences (see _RuleCompiler)
+    counted_escapes = True
+
     def __init__(self, root, validator_cls, whitespace: str, max_recursion_depth: int, any_depth: int,
                  max_counted_chars: int = 512):
         self.root = root
@@ -453,7 +456,7 @@ class _Compiler(ContainerRegexMixin):
             # index): long limits generate shorter strings (a valid subset; see COUNTED_CHAR_CAPS)
             max_len = max(min_len, self.max_counted_chars)
         if fmt is None and pattern is None:
-            return string_length_regex(min_len, max_len)
+            return string_length_regex(min_len, max_len, self.counted_escapes)
         if pattern is not None:
             if pattern_min_length(pattern) < min_len:
                 raise ValueError(

@@ -30,6 +30,8 @@ __all__ = [
 # C1 controls (0x7f-0x9f) are legal JSON but never useful, so they are left out.
 JSON_STRING_CHAR = r'(?:[^"\\\x00-\x1f\x7f-\x9f]|\\["\\/bfnrt])'
 JSON_STRING = '"' + JSON_STRING_CHAR + '*"'
+# An unescaped safe character only: one character class.
+JSON_PLAIN_CHAR = r'[^"\\\x00-\x1f\x7f-\x9f]'
 
 # Characters that are regex syntax outside a character class in Rust, Python and interegular.
 _META = set("\\.^$|?*+()[]{}")
@@ -49,15 +51,20 @@ def escape_literal(text: str) -> str:
     return "".join(out)
 
 
-def string_length_regex(min_length: int, max_length: Optional[int]) -> str:
-    """JSON strings whose decoded length is in [min_length, max_length]."""
+def string_length_regex(min_length: int, max_length: Optional[int], counted_escapes: bool = True) -> str:
+    """JSON strings whose decoded length is in [min_length, max_length]. ``counted_escapes=False``:
+    a counted length ({m,n} or {m,}) counts unescaped characters only (a valid subset)."""
+    if not counted_escapes and (min_length or max_length is not None):
+        char = JSON_PLAIN_CHAR
+    else:
+        char = JSON_STRING_CHAR
     if max_length is None:
         rep = "{%d,}" % min_length if min_length else "*"
     else:
         if max_length < min_length:
             raise ValueError(f"minLength {min_length} > maxLength {max_length}")
         rep = "{%d,%d}" % (min_length, max_length)
-    return '"' + JSON_STRING_CHAR + rep + '"'
+    return '"' + char + rep + '"'
 
 
 # ---------------------------------------------------------------- formats (string content only)

@@ -114,6 +114,10 @@ def _regex_sampler(regex: str):
 
     fsm = interegular.parse_pattern(regex).to_fsm()
     chars = {sym: [c for c in cs if isinstance(c, str)] for sym, cs in fsm.alphabet.by_transition.items()}
+    for c in "aZ7 é中":  # negated classes: the "anything else" symbol gets concrete characters too
+        sym = fsm.alphabet[c]
+        if sym in chars and c not in chars[sym]:
+            chars[sym].append(c)
     dist = {s: 0 for s in fsm.finals}
     changed = True
     while changed:  # distance (in characters) to the nearest accepting state

@@ -16,7 +16,7 @@ import pytest
 
 xgr = pytest.importorskip("xgrammar")
 
-from sgl.runtime.constrained.json_schema import json_schema_to_regex  # noqa: E402
+from sgl.runtime.constrained.json_schema import _Compiler, json_schema_to_regex  # noqa: E402
 from sgl.runtime.constrained.json_schema_ebnf import json_schema_to_ebnf, regex_to_ebnf  # noqa: E402
 from sgl.runtime.constrained.vocab import TokenVocabulary  # noqa: E402
 from sgl.runtime.constrained.vocab_mask import unpack_bitmask  # noqa: E402
@@ -133,11 +133,13 @@ def mutations(text: str, rng: random.Random, n: int = 8):
 
 
 @pytest.mark.parametrize("name", sorted(ALL))
-def test_same_language_as_regex(name, byte_backend, regex_sampler):
+def test_same_language_as_regex(name, byte_backend, regex_sampler, monkeypatch):
     """Strings sampled from the regex, their mutations, and walks of the grammar: the grammar
     accepts exactly what re.fullmatch(regex) accepts (recursive schemas: at least that, and
-    everything it accepts validates)."""
+    everything it accepts validates). The regex is built with the grammar's string setting
+    (length-bounded strings without escapes: test_bounded_strings_have_no_escapes)."""
     schema = ALL[name]
+    monkeypatch.setattr(_Compiler, "counted_escapes", False)
     rx = re.compile(json_schema_to_regex(schema))
     compiled = byte_backend.compile("json", json.dumps(schema))
     check = validator(schema)
@@ -162,8 +164,26 @@ def test_same_language_as_regex(name, byte_backend, regex_sampler):
             assert rx.fullmatch(text), text
 
 
+def test_bounded_strings_have_no_escapes(byte_backend):
+    """xgrammar fills masks inside a counted repeat of (character | escape) in tens of ms a token:
+    the grammar counts unescaped characters only where a string has a length bound (a valid
+    subset); unbounded strings keep their escapes."""
+    bounded = {"type": "object", "properties": {"s": {"type": "string", "maxLength": 8}}, "required": ["s"]}
+    free = {"type": "object", "properties": {"s": {"type": "string"}}, "required": ["s"]}
+    at_least = {"type": "object", "properties": {"s": {"type": "string", "minLength": 2}}, "required": ["s"]}
+    compiled = {name: byte_backend.compile("json", json.dumps(s))
+                for name, s in (("bounded", bounded), ("free", free), ("at_least", at_least))}
+    assert accepts(compiled["bounded"], '{"s":"abc"}') and not accepts(compiled["bounded"], '{"s":"a\\"b"}')
+    assert not accepts(compiled["bounded"], '{"s":"abcdefghi"}')
+    assert accepts(compiled["free"], '{"s":"a\\"b\\n"}')
+    assert accepts(compiled["at_least"], '{"s":"ab"}') and not accepts(compiled["at_least"], '{"s":"\\n\\n"}')
+    # the outlines backend's regex keeps escapes in bounded strings
+    assert re.fullmatch(json_schema_to_regex(bounded), '{"s":"a\\"b"}')
+
+
 @pytest.mark.parametrize("ws", ["", "[ \t\n]*", "[\n ]{0,2}"])
-def test_whitespace_patterns(ws, byte_backend):
+def test_whitespace_patterns(ws, byte_backend, monkeypatch):
+    monkeypatch.setattr(_Compiler, "counted_escapes", False)
     schema = SCHEMAS["array_of_objects"]
     rx = re.compile(json_schema_to_regex(schema, ws))
     compiled = byte_backend.compiler.compile_grammar(json_schema_to_ebnf(schema, ws))
