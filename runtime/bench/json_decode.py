@@ -12,7 +12,8 @@ Three runs of the same batch through sgl.Engine, in one process:
 3. constrained, jump-forward on (a second engine).
 It reports time per output token of each, the overhead of 1 over 2, and the end-to-end speedup of
 3 over 1, plus the schema's compile time (its first request less a warm one). With
-`--compare-grammar-backends outlines xgrammar` all of it runs once per backend, one table. The default schema has long fixed keys, where jump-forward skips most decode steps.
+`--compare-grammar-backends outlines xgrammar` all of it runs once per backend, one table. The
+default schema has long fixed keys, where jump-forward skips most decode steps.
 
 Example (GPU; the tokenizer of the embedded model over an 8B-shaped model with its vocabulary):
   python -m sgl.bench_json --model-path llama-3.1-8b --load-format dummy --tokenizer-path DIR \

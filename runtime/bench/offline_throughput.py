@@ -8,7 +8,8 @@ a JSON line to `--result-filename`.
 `--hf-baseline` then runs the same requests through HF transformers `generate` in this process,
 after the engine has exited: batches of `--hf-batch-size` requests in dataset order, left-padded,
 each batch generating its longest output (a plain generate loop pays for that padding; only the
-requested output tokens are counted). It uses the engine's dtype (`--hf-dtype` picks another) and torch's default thread count.
+requested output tokens are counted). It uses the engine's dtype (`--hf-dtype` names others, each
+run in turn) and torch's default thread count.
 
 Examples:
   python -m sgl.bench_offline_throughput --model-path llama-3.1-8b --load-format dummy \
@@ -26,7 +27,7 @@ import time
 from typing import List, Optional
 
 from sgl.runtime.bench.datasets import BenchRequest, add_dataset_args, make_requests
-from sgl.runtime.bench.one_batch import add_hf_dtype_arg, build_hf_model, hf_dtype
+from sgl.runtime.bench.one_batch import add_hf_dtype_arg, build_hf_model, hf_dtypes
 from sgl.runtime.server_args import ServerArgs
 
 
@@ -56,7 +57,7 @@ def run(engine, reqs: List[BenchRequest], dataset: str) -> ThroughputResult:
                             cached / max(n_in, 1), engine.server_args.disable_radix_cache)
 
 
-def run_hf(model, reqs: List[BenchRequest], batch_size: int, device: str) -> ThroughputResult:
+def run_hf(model, reqs: List[BenchRequest], batch_size: int, device: str, dtype) -> ThroughputResult:
     """HF `generate` over ``reqs`` in batches, greedy, every output exactly its requested length."""
     import torch
 
@@ -76,7 +77,7 @@ def run_hf(model, reqs: List[BenchRequest], batch_size: int, device: str) -> Thr
     dt = time.perf_counter() - t0
     n_in, n_out = sum(len(r.input_ids) for r in reqs), sum(r.output_len for r in reqs)
     return ThroughputResult("hf-baseline", len(reqs), dt, len(reqs) / dt, n_in / dt, n_out / dt, (n_in + n_out) / dt,
-                            0.0, True, backend=f"hf-transformers (batch {batch_size})")
+                            0.0, True, backend=f"hf-transformers {str(dtype).replace('torch.', '')} (batch {batch_size})")
 
 
 def print_result(result: ThroughputResult) -> None:
@@ -114,12 +115,14 @@ def main(argv: Optional[List[str]] = None) -> ThroughputResult:
         model_config = engine.core.model_config
     results = [result]
     if args.hf_baseline:
-        model = build_hf_model(model_config, server_args.device, hf_dtype(args.hf_dtype, model_config.dtype))
-        results.append(run_hf(model, reqs, args.hf_batch_size, server_args.device))
+        for dtype in hf_dtypes(args.hf_dtype, model_config.dtype):
+            model = build_hf_model(model_config, server_args.device, dtype)
+            results.append(run_hf(model, reqs, args.hf_batch_size, server_args.device, dtype))
+            del model
     for r in results:
         print_result(r)
-    if args.hf_baseline:
-        print(f"sgl / HF output throughput: {result.output_tok_s / results[1].output_tok_s:.2f}x")
+    for r in results[1:]:
+        print(f"sgl / {r.backend} output throughput: {result.output_tok_s / r.output_tok_s:.2f}x")
     if args.result_filename:
         with open(args.result_filename, "a") as f:
             for r in results:

@@ -126,18 +126,14 @@ def transformers_version() -> str:
 
 
 def add_hf_dtype_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--hf-dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                        help="dtype of the HF baseline; auto: the engine's")
-
-
-def add_hf_dtypes_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hf-dtype", nargs="+", default=["auto"], choices=["auto", "float32", "bfloat16", "float16"],
                         help="dtype(s) of the HF baseline, each timed in turn; auto: the engine's. "
-                             "The 'vs hf' column compares with the first")
+                             "Ratios compare with the first")
 
 
-def hf_dtype(name: str, engine_dtype: torch.dtype) -> torch.dtype:
-    return engine_dtype if name == "auto" else getattr(torch, name)
+def hf_dtypes(names: List[str], engine_dtype: torch.dtype) -> List[torch.dtype]:
+    """The --hf-dtype names as torch dtypes, in order, without repeats."""
+    return list(dict.fromkeys(engine_dtype if name == "auto" else getattr(torch, name) for name in names))
 
 
 def print_table(results: List[Result]) -> None:
@@ -162,7 +158,7 @@ def main(argv: Optional[List[str]] = None) -> List[Result]:
     parser.add_argument("--input-len", type=int, nargs="+", default=[1024])
     parser.add_argument("--output-len", type=int, nargs="+", default=[16])
     parser.add_argument("--hf-baseline", action="store_true", help="also time HF transformers generate")
-    add_hf_dtypes_arg(parser)
+    add_hf_dtype_arg(parser)
     parser.add_argument("--result-filename", default=None, help="append one JSON line per result")
     parser.add_argument("--warmup-steps", type=int, default=4)
     args = parser.parse_args(argv)
@@ -180,7 +176,7 @@ def main(argv: Optional[List[str]] = None) -> List[Result]:
     results = [run_sgl(sched, bs, il, ol) for bs, il, ol in sweep]
     if args.hf_baseline:
         cfg, device = sched.model_config, sched.device
-        dtypes = list(dict.fromkeys(hf_dtype(name, sched.model_runner.dtype) for name in args.hf_dtype))
+        dtypes = hf_dtypes(args.hf_dtype, sched.model_runner.dtype)
         del sched  # free our weights and KV pool before HF allocates its own
         gc.collect()
         if device == "cuda":

@@ -32,7 +32,7 @@ except ImportError:  # pragma: no cover - older Pythons
     import sre_parse  # type: ignore
 
 from .json_schema import MAX_REGEX_CHARS, SchemaLike, _Compiler, _prepare
-from .pattern_regex import _subtract
+from .pattern_regex import _normalize, _subtract
 from .schema_merge import Unsatisfiable, merge_all_of
 
 __all__ = ["json_schema_to_ebnf", "regex_to_ebnf", "MAX_GRAMMAR_CHARS"]
@@ -205,13 +205,7 @@ _SURROGATES = (0xD800, 0xDFFF)
 
 
 def _merge_ranges(ranges) -> Tuple[Tuple[int, int], ...]:
-    out: List[Tuple[int, int]] = []
-    for lo, hi in sorted(ranges):
-        if out and lo <= out[-1][1] + 1:
-            out[-1] = (out[-1][0], max(out[-1][1], hi))
-        else:
-            out.append((lo, hi))
-    return tuple(out)
+    return tuple(_normalize(ranges))
 
 
 def _category(cat) -> tuple:

@@ -28,10 +28,9 @@ __all__ = [
 
 # One decoded character of a JSON string: an unescaped safe character or a short escape.
 # C1 controls (0x7f-0x9f) are legal JSON but never useful, so they are left out.
-JSON_STRING_CHAR = r'(?:[^"\\\x00-\x1f\x7f-\x9f]|\\["\\/bfnrt])'
+JSON_PLAIN_CHAR = r'[^"\\\x00-\x1f\x7f-\x9f]'  # an unescaped safe character only: one class
+JSON_STRING_CHAR = "(?:" + JSON_PLAIN_CHAR + r'|\\["\\/bfnrt])'
 JSON_STRING = '"' + JSON_STRING_CHAR + '*"'
-# An unescaped safe character only: one character class.
-JSON_PLAIN_CHAR = r'[^"\\\x00-\x1f\x7f-\x9f]'
 
 # Characters that are regex syntax outside a character class in Rust, Python and interegular.
 _META = set("\\.^$|?*+()[]{}")
