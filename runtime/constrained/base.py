@@ -65,6 +65,13 @@ class BaseGrammar(abc.ABC):
     def fill_vocab_mask(self, vocab_mask: torch.Tensor, idx: int) -> None:
         """Write this request's allowed tokens into row ``idx`` of a packed mask."""
 
+    def plain_row(self) -> Optional[torch.Tensor]:
+        """The packed allowed-token row of the current state when the grammar has it cached and
+        the state forces no text; None otherwise. The scheduler copies such a row straight into
+        the batch mask (no ``fill_vocab_mask``, no jump-forward check): the per-token fast path.
+        The row is shared and must not be modified."""
+        return None
+
     @abc.abstractmethod
     def copy(self) -> "BaseGrammar":
         """An independent matcher in the same state."""

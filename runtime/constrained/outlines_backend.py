@@ -91,6 +91,11 @@ class OutlinesGrammar(BaseGrammar):
             row = self.compiled.mask_row(self.state, self.guide)
         copy_row_(vocab_mask, idx, row)
 
+    def plain_row(self) -> Optional[torch.Tensor]:
+        if self._terminated:
+            return None
+        return self.compiled.plain_rows.get(self.guide.get_state())
+
     # ------------------------------------------------------------ jump-forward
 
     def try_jump_forward(self, tokenizer=None) -> Optional[Tuple[List[int], int]]:
@@ -101,7 +106,10 @@ class OutlinesGrammar(BaseGrammar):
         """
         if self._terminated:
             return None
-        text, _ = self._forced_text(self.state)
+        state = self.state
+        if state in self.compiled.plain_rows:
+            return None  # a state known to force nothing (the common case, one dict lookup)
+        text, _ = self._forced_text(state)
         if len(text) < self.min_jump_chars:
             return None
         return [], self.state

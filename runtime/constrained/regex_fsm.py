@@ -141,6 +141,8 @@ class RegexIndex:
         self.initial_state: int = self.index.get_initial_state()
         self._accepting: Dict[int, bool] = {}
         self._rows: Dict[int, torch.Tensor] = {}
+        # rows of the states that force no text: the scheduler's fast path (OutlinesGrammar.plain_row)
+        self.plain_rows: Dict[int, torch.Tensor] = {}
         self._row_lock = threading.Lock()
         self.jump_table = ForcedPathTable(self.index, vocab.vocab, self.is_accepting)
 
@@ -169,6 +171,8 @@ class RegexIndex:
             row = self._build_row(state, guide)
             with self._row_lock:
                 row = self._rows.setdefault(state, row)
+                if not self.jump_table.forced(state)[0]:
+                    self.plain_rows[state] = row
         return row
 
     def _build_row(self, state: int, guide: "outlines_core.Guide") -> torch.Tensor:
@@ -186,6 +190,7 @@ class RegexIndex:
         """Forget the per-state mask rows (benchmarks time the first visits again)."""
         with self._row_lock:
             self._rows = {}
+            self.plain_rows = {}
 
     @property
     def cached_rows(self) -> int:

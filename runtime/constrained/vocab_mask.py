@@ -21,6 +21,7 @@ __all__ = [
     "apply_token_bitmask_rows_",
     "bitmask_from_allowed",
     "copy_row_",
+    "RowWriter",
 ]
 
 _BYTE_TABLES = {}
@@ -119,13 +120,41 @@ def bitmask_from_allowed(allowed: Union[torch.Tensor, Iterable[int]], vocab_size
     return torch.where(words >= 1 << 31, words - (1 << 32), words).to(torch.int32)
 
 
+def _check_cpu_mask(mask: torch.Tensor) -> None:
+    if mask.dtype is not torch.int32 or mask.dim() != 2 or mask.device.type != "cpu":
+        raise ValueError(f"vocab mask must be a 2-D int32 CPU tensor, got {mask.dim()}-D {mask.dtype} on {mask.device}")
+
+
+class RowWriter:
+    """Writes whole packed rows into a CPU batch mask with one memmove each (~0.3 µs): the mask
+    is checked once, not per row. The scheduler's per-token path for rows a grammar caches."""
+
+    def __init__(self, mask: torch.Tensor) -> None:
+        _check_cpu_mask(mask)
+        if mask.stride(1) != 1:
+            raise ValueError("vocab mask rows must be contiguous")
+        self.base = mask.data_ptr()
+        self.row_bytes = mask.stride(0) * 4
+        self.words = mask.shape[1]
+        self.rows = mask.shape[0]
+
+    def put(self, idx: int, row: torch.Tensor) -> bool:
+        """``mask[idx] = row`` when ``row`` is a contiguous int32 row of the mask's width (True),
+        else nothing (False: the caller falls back to the general fill)."""
+        if row.numel() != self.words or not row.is_contiguous() or row.dtype is not torch.int32:
+            return False
+        if not 0 <= idx < self.rows:
+            raise ValueError(f"mask row {idx} is outside a batch of {self.rows}")
+        ctypes.memmove(self.base + idx * self.row_bytes, row.data_ptr(), self.words * 4)
+        return True
+
+
 def copy_row_(mask: torch.Tensor, idx: int, row: torch.Tensor) -> None:
     """``mask[idx, :len(row)] = row`` for a CPU int32 mask, as one memmove (~0.7 µs instead of
     ~3 µs for ``Tensor.copy_``: this runs once per constrained request per decode step).
     Words past ``row`` are cleared (token ids beyond the grammar's vocabulary stay blocked)."""
     n = row.numel()
-    if mask.dtype is not torch.int32 or mask.dim() != 2 or mask.is_cuda or mask.device.type != "cpu":
-        raise ValueError(f"vocab mask must be a 2-D int32 CPU tensor, got {mask.dim()}-D {mask.dtype} on {mask.device}")
+    _check_cpu_mask(mask)
     if not 0 <= idx < mask.shape[0]:
         raise ValueError(f"mask row {idx} is outside a batch of {mask.shape[0]}")
     if mask.shape[1] < n:

@@ -162,11 +162,15 @@ class GrammarManager:
         if not rows:
             return
         from sgl.runtime.constrained import BaseGrammar
-        from sgl.runtime.constrained.vocab_mask import apply_token_bitmask_rows_
+        from sgl.runtime.constrained.vocab_mask import RowWriter, apply_token_bitmask_rows_
 
         mask = BaseGrammar.allocate_vocab_mask(self.vocab_size, len(rows))
+        writer = RowWriter(mask)
         for j, i in enumerate(rows):
             req = reqs[i]
+            row = req.grammar.plain_row()  # a state that forces no text, row cached: one memmove
+            if row is not None and writer.put(j, row):
+                continue
             canonical = self._forced_canonical(req)
             if canonical is not None and canonical[: len(req.output_ids)] == req.output_ids:
                 _allow_only(mask, j, canonical[len(req.output_ids)])

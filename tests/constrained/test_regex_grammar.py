@@ -169,3 +169,78 @@ def test_anchors_at_the_ends_are_accepted(compile_regex, walker):
     g = compile_regex(r"^[xy]{3}$").copy()
     text = walker.text(walker.walk(g, random.Random(2)))
     assert re.fullmatch(r"[xy]{3}", text)
+
+
+def test_plain_row_is_the_filled_row_of_states_that_force_nothing(compile_json, walker, tokenizer):
+    """The scheduler's fast path (``plain_row``: one memmove, no jump-forward check) gives the
+    row ``fill_vocab_mask`` writes, and only in states where jump-forward has nothing to jump."""
+    from sgl.runtime.constrained.base import BaseGrammar
+
+    schema = {"type": "object", "properties": {"a_rather_long_key_name": {"type": "string", "maxLength": 30},
+                                               "n": {"type": "integer"}},
+              "required": ["a_rather_long_key_name", "n"]}
+    base = compile_json(schema)
+    seen = {"plain": 0, "forced": 0}
+
+    def check(grammar, ids):
+        if grammar.is_terminated():
+            assert grammar.plain_row() is None
+            return
+        mask = BaseGrammar.allocate_vocab_mask(VOCAB, 1)
+        grammar.fill_vocab_mask(mask, 0)  # builds and caches the state's row
+        row = grammar.plain_row()
+        if row is None:
+            assert grammar.try_jump_forward(tokenizer) is not None or grammar.compiled.jump_table.forced(grammar.state)[0]
+            seen["forced"] += 1
+        else:
+            assert torch.equal(row, mask[0]) and grammar.try_jump_forward(tokenizer) is None
+            seen["plain"] += 1
+
+    rng = random.Random(3)
+    for _ in range(3):
+        g = base.copy()
+        check(g, [])
+        walker.walk(g, rng, on_step=check, eos_prob=0.5)
+    assert seen["plain"] > 5 and seen["forced"] > 0, seen
+
+
+def test_manager_masks_equal_with_and_without_the_fast_path(compile_json, tokenizer, monkeypatch):
+    """GrammarManager.apply_masks over a batch mixing free rows, plain states, forced states (the
+    canonical next token) and a finished grammar: the same logits with ``plain_row`` turned off."""
+    from sgl.runtime.constrained.outlines_backend import OutlinesGrammar
+    from sgl.runtime.sampling.params import SamplingParams
+    from sgl.runtime.scheduler.grammar import GrammarManager
+    from sgl.runtime.scheduler.req import Req
+
+    base = compile_json({"type": "object", "properties": {"story": {"type": "string"}}, "required": ["story"]})
+    gm = GrammarManager(tokenizer, VOCAB, None, enable_jump_forward=True, eos_token_ids=[tokenizer.eos_token_id])
+    reqs = []
+    for i, text in enumerate(["", '{"st', '{"story": "Once upon', '{"story": "x"}', None]):
+        req = Req(str(i), [1, 2], SamplingParams(max_new_tokens=64))
+        if text is not None:
+            req.grammar = base.copy()
+            for tid in tokenizer.encode(text, add_special_tokens=False):
+                req.output_ids.append(tid)
+                req.grammar.accept_token(tid)
+        reqs.append(req)
+    reqs[3].grammar.accept_token(tokenizer.eos_token_id)  # terminated: EOS-only row
+    for r in reqs:  # build every state's row once, so the fast path has them
+        if r.grammar is not None:
+            r.grammar.fill_vocab_mask(BaseGrammarMask(VOCAB), 0)
+    assert reqs[2].grammar.plain_row() is not None and reqs[1].grammar.plain_row() is None
+    logits = torch.randn(len(reqs), VOCAB, generator=torch.Generator().manual_seed(0))
+    fast = logits.clone()
+    gm.apply_masks(reqs, fast)
+    monkeypatch.setattr(OutlinesGrammar, "plain_row", lambda self: None)
+    slow = logits.clone()
+    gm.apply_masks(reqs, slow)
+    assert torch.equal(fast, slow)
+    assert torch.equal(fast[4], logits[4])  # the free row is untouched
+    assert 1 <= torch.isfinite(fast[1]).sum() <= 5  # 'ory"' is forced
+    assert 100 < torch.isfinite(fast[2]).sum() < VOCAB and torch.isfinite(fast[3]).sum() == 1
+
+
+def BaseGrammarMask(vocab: int) -> torch.Tensor:
+    from sgl.runtime.constrained.base import BaseGrammar
+
+    return BaseGrammar.allocate_vocab_mask(vocab, 1)

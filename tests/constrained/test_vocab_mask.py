@@ -78,3 +78,23 @@ def test_copy_row_checks_and_copies():
                              (allocate_token_bitmask(1, 32, pin_memory=False), 0, "words per row")]:
         with pytest.raises(ValueError, match=reason):
             copy_row_(bad, idx, row)
+
+
+def test_row_writer_puts_whole_rows_and_refuses_others():
+    from sgl.runtime.constrained.vocab_mask import RowWriter
+
+    mask = allocate_token_bitmask(3, 96, pin_memory=False)
+    writer = RowWriter(mask)
+    row = bitmask_from_allowed([1, 40, 95], 96)
+    assert writer.put(2, row)
+    assert torch.nonzero(unpack_bitmask(mask, 96)[2]).flatten().tolist() == [1, 40, 95]
+    assert unpack_bitmask(mask, 96)[:2].all()
+    # a row of another width, dtype or layout is left to the general fill
+    assert not writer.put(0, row[:2].clone())
+    assert not writer.put(0, row.long())
+    assert not writer.put(0, torch.stack([row, row], 1)[:, 0])
+    assert unpack_bitmask(mask, 96)[0].all()
+    with pytest.raises(ValueError, match="outside a batch"):
+        writer.put(3, row)
+    with pytest.raises(ValueError, match="int32"):
+        RowWriter(mask.long())
