@@ -27,6 +27,17 @@ BLOCK_CHUNK candidate chunks).
   Dot operands are q's dtype on GPUs (float32 models: "ieee" float32) and float32 under the
   interpreter (`dot_in_fp32`), accumulation in float32.
 
+Kernel `_hip_prune_row_kernel`, used when a block pools to one row (block_size_q == stride_q: decode,
+where a block is one query), grid (NB, cdiv(n, ROW_CHUNKS)) with a few chunks per program.
+  * A decode step of a 1M-token request scores 4096 stage-1 chunks (and 1024 in each later stage):
+    with 32 chunks per program the other kernel runs 32-128 programs on a 132-SM GPU, each walking
+    the bisection steps x KV heads x branches one dependent gather after another (latency-bound:
+    ~270 / 210 / 165 us per stage measured on an H100).
+  * Here each program takes ROW_CHUNKS chunks and gathers, per bisection step and branch, the key of
+    every chunk for ALL KV heads at once ([ROW_CHUNKS, KVH, D/2] twice); the one pooled query row of
+    each group member g is a [KVH, D/2] pair, and the score is a float32 multiply-and-sum (no tensor
+    cores: one query row is a matrix-vector product). More programs, one gather per step and branch.
+
 Shapes: q [Nq, H, D] (scaled; float32/float16/bfloat16); k_buf [S, KVH, D] any float dtype;
 block_table [R, T_max] int32/int64; blk_row, blk_q_start, blk_q_len, blk_pos, n_active [NB] int;
 left [NB, n] int; cos, sin [P, D/2] float32 (only read when rope_mode != ROPE_NONE; may be None then).
@@ -55,15 +66,19 @@ class PruneConfig:
     block_r: int = 64
     num_warps: int = 4
     num_stages: int = 1
+    row_chunks: int = 2  # chunks per program of the one-pooled-row kernel (decode)
+    row_warps: int = 4
+    one_row_kernel: bool = True  # False: one-row blocks take the general kernel too (benchmarks)
 
 
 def default_prune_config(head_dim: int, interpreting: bool = False) -> PruneConfig:
     if interpreting:
         # the interpreter pays per op, not per element: big tiles, few programs
-        return PruneConfig(block_chunk=32, block_r=64, num_warps=1)
+        return PruneConfig(block_chunk=32, block_r=64, num_warps=1, row_chunks=32, row_warps=1)
     # Compiled for sm_90 (bf16 / fp8 pools, D = 128, all rope modes, stage-1, stage-3 and decode
     # shapes): 32 chunks x 64 rows with 8 warps stays at 160-190 registers without spills, 64 chunks
-    # spill. D <= 64 fits with 4 warps.
+    # spill. D <= 64 fits with 4 warps. The one-row kernel: 2 chunks x 4 warps has no spills in any
+    # rope mode with bf16 or fp8 pools (4 chunks spill with fp8 in relative mode).
     return PruneConfig(block_chunk=32, block_r=64, num_warps=8 if head_dim >= 128 else 4)
 
 
@@ -150,6 +165,59 @@ def _branch_scores(q1, q2, row_ok, K, Cos, Sin, slots, kv_head, active, offs_c, 
 
 
 @triton.jit
+def _tile(Left, BlkPos, Out, b, stride_lb, stride_ob, n, sw_scan, TILE: tl.constexpr, INVALID_POS: tl.constexpr):
+    """This program's TILE candidate chunks of block b: (offsets, in range, output pointers, the
+    block's first position, chunk starts, active)."""
+    offs_c = tl.program_id(1) * TILE + tl.arange(0, TILE)
+    c_mask = offs_c < n
+    p_min = tl.load(BlkPos + b).to(tl.int64)
+    lft = tl.load(Left + b * stride_lb + offs_c, mask=c_mask, other=INVALID_POS).to(tl.int64)
+    active = c_mask & (lft >= 0) & (lft <= p_min - sw_scan) & (lft < INVALID_POS)
+    return offs_c, c_mask, Out + b * stride_ob + offs_c, p_min, lft, active
+
+
+@triton.jit
+def _chunk_bounds(lft, active, p_min, chunk_size):
+    """[lo, hi) of each chunk (never past the block's first query; [0, 1) when inactive), int32."""
+    lo = tl.where(active, lft, 0)
+    hi = tl.where(active, tl.minimum(lft + chunk_size, p_min + 1), lo + 1)
+    return lo.to(tl.int32), hi.to(tl.int32)
+
+
+@triton.jit
+def _relative_tables(Cos, Sin, stride_cos, stride_sin, sw_scan, ROPE_MODE: tl.constexpr, HALF_DIM: tl.constexpr,
+                     BLOCK_HD: tl.constexpr):
+    """Relative mode's rotations ([1, BLOCK_HD] each): keys at 0 (left branch) and 1 (right branch),
+    the pooled rows at sw_scan + 1; zeros (never used) in the other modes."""
+    offs_d = tl.arange(0, BLOCK_HD)
+    m = (offs_d < HALF_DIM) & (ROPE_MODE == 2)
+    cl = tl.load(Cos + offs_d, mask=m, other=0.0)[None, :]
+    sl = tl.load(Sin + offs_d, mask=m, other=0.0)[None, :]
+    cr = tl.load(Cos + stride_cos + offs_d, mask=m, other=0.0)[None, :]
+    sr = tl.load(Sin + stride_sin + offs_d, mask=m, other=0.0)[None, :]
+    cq = tl.load(Cos + (sw_scan + 1) * stride_cos + offs_d, mask=m, other=0.0)[None, :]
+    sq = tl.load(Sin + (sw_scan + 1) * stride_sin + offs_d, mask=m, other=0.0)[None, :]
+    return cl, sl, cr, sr, cq, sq
+
+
+@triton.jit
+def _probes(lo, hi):
+    """The bisection step's middle and the probed token of each half."""
+    mid = (lo + hi) // 2
+    return mid, (lo + mid) // 2, (mid + hi) // 2
+
+
+@triton.jit
+def _narrow(lo, hi, mid, s_l, s_r, best):
+    """Keep the better half (ties go left); the chunk's score is the best met on its path."""
+    go_left = s_l >= s_r
+    narrow = (hi - lo) > 1
+    new_hi = tl.where(narrow & go_left, mid, hi)
+    lo = tl.where(narrow & go_left, lo, tl.where(narrow, mid, lo))
+    return lo, new_hi, tl.maximum(best, tl.maximum(s_l, s_r))
+
+
+@triton.jit
 def _hip_prune_kernel(
     Q, K, Table, BlkRow, BlkQStart, BlkQLen, BlkPos, Left, NActive, Cos, Sin, Out,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_tr, stride_lb, stride_ob, stride_cos, stride_sin,
@@ -160,12 +228,8 @@ def _hip_prune_kernel(
     DOT_F32: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     b = tl.program_id(0).to(tl.int64)
-    offs_c = tl.program_id(1) * BLOCK_CHUNK + tl.arange(0, BLOCK_CHUNK)
-    c_mask = offs_c < n
-    out_ptr = Out + b * stride_ob + offs_c
-    p_min = tl.load(BlkPos + b).to(tl.int64)
-    lft = tl.load(Left + b * stride_lb + offs_c, mask=c_mask, other=INVALID_POS).to(tl.int64)
-    active = c_mask & (lft >= 0) & (lft <= p_min - sw_scan) & (lft < INVALID_POS)
+    offs_c, c_mask, out_ptr, p_min, lft, active = _tile(Left, BlkPos, Out, b, stride_lb, stride_ob, n, sw_scan,
+                                                        BLOCK_CHUNK, INVALID_POS)
     if tl.max(active.to(tl.int32), 0) == 0:
         # the whole tile is in the future of the block's first query, or padding
         tl.store(out_ptr, tl.full([BLOCK_CHUNK], float("-inf"), tl.float32), mask=c_mask)
@@ -176,28 +240,12 @@ def _hip_prune_kernel(
     table_row = Table + tl.load(BlkRow + b).to(tl.int64) * stride_tr
     rope_cap = tl.load(NActive + b).to(tl.int64) + sw_scan  # streaming query positions stop here
     p_min32 = p_min.to(tl.int32)
-
-    lo = tl.where(active, lft, 0)
-    hi = tl.where(active, tl.minimum(lft + chunk_size, p_min + 1), lo + 1)
-    lo = lo.to(tl.int32)
-    hi = hi.to(tl.int32)
-
-    offs_d = tl.arange(0, BLOCK_HD)
-    d_mask = offs_d < HALF_DIM
-    # relative mode: keys at 0 (left branch) / 1 (right branch), every pooled row at sw_scan + 1
-    rel = ROPE_MODE == 2
-    cl = tl.load(Cos + offs_d, mask=d_mask & rel, other=0.0)[None, :]
-    sl = tl.load(Sin + offs_d, mask=d_mask & rel, other=0.0)[None, :]
-    cr = tl.load(Cos + stride_cos + offs_d, mask=d_mask & rel, other=0.0)[None, :]
-    sr = tl.load(Sin + stride_sin + offs_d, mask=d_mask & rel, other=0.0)[None, :]
-    cq = tl.load(Cos + (sw_scan + 1) * stride_cos + offs_d, mask=d_mask & rel, other=0.0)[None, :]
-    sq = tl.load(Sin + (sw_scan + 1) * stride_sin + offs_d, mask=d_mask & rel, other=0.0)[None, :]
+    lo, hi = _chunk_bounds(lft, active, p_min, chunk_size)
+    cl, sl, cr, sr, cq, sq = _relative_tables(Cos, Sin, stride_cos, stride_sin, sw_scan, ROPE_MODE, HALF_DIM, BLOCK_HD)
 
     best = tl.full([BLOCK_CHUNK], float("-inf"), tl.float32)
     for _ in range(N_ITERS):
-        mid = (lo + hi) // 2
-        rl = (lo + mid) // 2
-        rr = (mid + hi) // 2
+        mid, rl, rr = _probes(lo, hi)
         slot_l = tl.load(table_row + rl, mask=active, other=0).to(tl.int64)
         slot_r = tl.load(table_row + rr, mask=active, other=0).to(tl.int64)
         s_l = tl.full([BLOCK_CHUNK], float("-inf"), tl.float32)
@@ -218,12 +266,114 @@ def _hip_prune_kernel(
                 s_r = tl.maximum(s_r, _branch_scores(q1, q2, row_ok, K, Cos, Sin, slot_r, kv_head, active, offs_c,
                                                      cr, sr, stride_kt, stride_kh, stride_cos, stride_sin, HALF_DIM,
                                                      ROPE_MODE, BLOCK_HD, DOT_PRECISION))
-        go_left = s_l >= s_r  # ties go left
-        narrow = (hi - lo) > 1
-        new_hi = tl.where(narrow & go_left, mid, hi)
-        lo = tl.where(narrow & go_left, lo, tl.where(narrow, mid, lo))
-        hi = new_hi
-        best = tl.maximum(best, tl.maximum(s_l, s_r))
+        lo, hi, best = _narrow(lo, hi, mid, s_l, s_r, best)
+    tl.store(out_ptr, tl.where(active, best, float("-inf")), mask=c_mask)
+
+
+@triton.jit
+def _row_query(Q, Cos, Sin, q_start, q_len, p_min, rope_cap, g, offs_h, h_mask,
+               stride_qt, stride_qh, stride_cos, stride_sin, cq, sq,
+               HALF_DIM: tl.constexpr, GROUP: tl.constexpr, STRIDE_Q: tl.constexpr, ROPE_MODE: tl.constexpr,
+               BLOCK_HD: tl.constexpr):
+    """The block's one pooled row for query heads kv * GROUP + g of every KV head: two float32
+    halves [BLOCK_KVH, BLOCK_HD] (the mean of its first min(q_len, STRIDE_Q) queries, each rotated
+    first in streaming mode; the mean rotated at sw_scan + 1 in relative mode)."""
+    offs_d = tl.arange(0, BLOCK_HD)
+    m = h_mask[:, None] & (offs_d < HALF_DIM)[None, :]
+    head = offs_h * GROUP + g
+    acc1 = tl.zeros([offs_h.shape[0], BLOCK_HD], tl.float32)
+    acc2 = tl.zeros([offs_h.shape[0], BLOCK_HD], tl.float32)
+    for j in range(STRIDE_Q):
+        # a block-shaped condition (the interpreter refuses a scalar one and'ed into a mask)
+        qm = m & ((tl.zeros_like(offs_h) + q_len) > j)[:, None]
+        base = Q + (q_start + j) * stride_qt + head.to(tl.int64)[:, None] * stride_qh + offs_d[None, :]
+        x1 = tl.load(base, mask=qm, other=0.0).to(tl.float32)
+        x2 = tl.load(base + HALF_DIM, mask=qm, other=0.0).to(tl.float32)
+        if ROPE_MODE == 1:
+            pos = tl.minimum(p_min + j, rope_cap)
+            c = tl.load(Cos + pos * stride_cos + offs_d, mask=offs_d < HALF_DIM, other=0.0)[None, :]
+            s = tl.load(Sin + pos * stride_sin + offs_d, mask=offs_d < HALF_DIM, other=0.0)[None, :]
+            x1, x2 = _rotate(x1, x2, c, s)
+        acc1 += x1
+        acc2 += x2
+    den = tl.maximum(tl.minimum(q_len, STRIDE_Q), 1).to(tl.float32)
+    acc1 = acc1 / den
+    acc2 = acc2 / den
+    if ROPE_MODE == 2:
+        acc1, acc2 = _rotate(acc1, acc2, cq, sq)
+    return acc1, acc2
+
+
+@triton.jit
+def _row_branch_scores(Q, K, Cos, Sin, slots, active, offs_c, offs_h, h_mask, c_rel, s_rel, cq, sq,
+                       q_start, q_len, p_min, rope_cap,
+                       stride_qt, stride_qh, stride_kt, stride_kh, stride_cos, stride_sin,
+                       HALF_DIM: tl.constexpr, GROUP: tl.constexpr, STRIDE_Q: tl.constexpr,
+                       ROPE_MODE: tl.constexpr, BLOCK_HD: tl.constexpr):
+    """max over all query heads of (pooled row) . (rotated key of `slots`) -> [ROW_CHUNKS] float32."""
+    offs_d = tl.arange(0, BLOCK_HD)
+    d_mask = offs_d < HALF_DIM
+    m = active[:, None, None] & h_mask[None, :, None] & d_mask[None, None, :]
+    base = K + slots[:, None, None] * stride_kt + offs_h[None, :, None] * stride_kh + offs_d[None, None, :]
+    k1 = tl.load(base, mask=m, other=0.0).to(tl.float32)  # [C, KVH, HD]: one gather for every KV head
+    k2 = tl.load(base + HALF_DIM, mask=m, other=0.0).to(tl.float32)
+    if ROPE_MODE == 1:
+        cm = active[:, None] & d_mask[None, :]
+        c = tl.load(Cos + offs_c[:, None] * stride_cos + offs_d[None, :], mask=cm, other=0.0)[:, None, :]
+        s = tl.load(Sin + offs_c[:, None] * stride_sin + offs_d[None, :], mask=cm, other=0.0)[:, None, :]
+        k1, k2 = _rotate(k1, k2, c, s)
+    elif ROPE_MODE == 2:
+        k1, k2 = _rotate(k1, k2, c_rel[None, :, :], s_rel[None, :, :])
+    best = tl.full([offs_c.shape[0]], float("-inf"), tl.float32)
+    for g in tl.static_range(GROUP):
+        q1, q2 = _row_query(Q, Cos, Sin, q_start, q_len, p_min, rope_cap, g, offs_h, h_mask,
+                            stride_qt, stride_qh, stride_cos, stride_sin, cq, sq,
+                            HALF_DIM, GROUP, STRIDE_Q, ROPE_MODE, BLOCK_HD)
+        sc = tl.sum(k1 * q1[None, :, :], 2) + tl.sum(k2 * q2[None, :, :], 2)  # [C, KVH]
+        sc = tl.where(h_mask[None, :], sc, float("-inf"))
+        best = tl.maximum(best, tl.max(sc, 1))
+    return tl.where(q_len > 0, best, float("-inf"))
+
+
+@triton.jit
+def _hip_prune_row_kernel(
+    Q, K, Table, BlkRow, BlkQStart, BlkQLen, BlkPos, Left, NActive, Cos, Sin, Out,
+    stride_qt, stride_qh, stride_kt, stride_kh, stride_tr, stride_lb, stride_ob, stride_cos, stride_sin,
+    n, chunk_size, sw_scan,
+    HALF_DIM: tl.constexpr, KV_HEADS: tl.constexpr, GROUP: tl.constexpr, STRIDE_Q: tl.constexpr,
+    N_ITERS: tl.constexpr, ROPE_MODE: tl.constexpr, INVALID_POS: tl.constexpr,
+    ROW_CHUNKS: tl.constexpr, BLOCK_KVH: tl.constexpr, BLOCK_HD: tl.constexpr,
+):
+    b = tl.program_id(0).to(tl.int64)
+    offs_c, c_mask, out_ptr, p_min, lft, active = _tile(Left, BlkPos, Out, b, stride_lb, stride_ob, n, sw_scan,
+                                                        ROW_CHUNKS, INVALID_POS)
+    if tl.max(active.to(tl.int32), 0) == 0:
+        tl.store(out_ptr, tl.full([ROW_CHUNKS], float("-inf"), tl.float32), mask=c_mask)
+        return
+
+    q_start = tl.load(BlkQStart + b).to(tl.int64)
+    q_len = tl.load(BlkQLen + b).to(tl.int32)
+    table_row = Table + tl.load(BlkRow + b).to(tl.int64) * stride_tr
+    rope_cap = tl.load(NActive + b).to(tl.int64) + sw_scan
+    lo, hi = _chunk_bounds(lft, active, p_min, chunk_size)
+    cl, sl, cr, sr, cq, sq = _relative_tables(Cos, Sin, stride_cos, stride_sin, sw_scan, ROPE_MODE, HALF_DIM, BLOCK_HD)
+    offs_h = tl.arange(0, BLOCK_KVH)
+    h_mask = offs_h < KV_HEADS
+
+    best = tl.full([ROW_CHUNKS], float("-inf"), tl.float32)
+    for _ in range(N_ITERS):
+        mid, rl, rr = _probes(lo, hi)
+        slot_l = tl.load(table_row + rl, mask=active, other=0).to(tl.int64)
+        slot_r = tl.load(table_row + rr, mask=active, other=0).to(tl.int64)
+        s_l = _row_branch_scores(Q, K, Cos, Sin, slot_l, active, offs_c, offs_h, h_mask, cl, sl, cq, sq,
+                                 q_start, q_len, p_min, rope_cap,
+                                 stride_qt, stride_qh, stride_kt, stride_kh, stride_cos, stride_sin,
+                                 HALF_DIM, GROUP, STRIDE_Q, ROPE_MODE, BLOCK_HD)
+        s_r = _row_branch_scores(Q, K, Cos, Sin, slot_r, active, offs_c, offs_h, h_mask, cr, sr, cq, sq,
+                                 q_start, q_len, p_min, rope_cap,
+                                 stride_qt, stride_qh, stride_kt, stride_kh, stride_cos, stride_sin,
+                                 HALF_DIM, GROUP, STRIDE_Q, ROPE_MODE, BLOCK_HD)
+        lo, hi, best = _narrow(lo, hi, mid, s_l, s_r, best)
     tl.store(out_ptr, tl.where(active, best, float("-inf")), mask=c_mask)
 
 
@@ -306,6 +456,19 @@ def hip_prune_stage(q, k_buf, block_table, blk_row, blk_q_start, blk_q_len, blk_
         stride_cos, stride_sin = cos.stride(0), sin.stride(0)
     blk_row, blk_q_start, blk_q_len, blk_pos, n_active = (
         t.contiguous() for t in (blk_row, blk_q_start, blk_q_len, blk_pos, n_active))
+    if rows == 1 and cfg.one_row_kernel:
+        row_chunks = max(1, min(next_pow2(cfg.row_chunks), next_pow2(n)))
+        _hip_prune_row_kernel[(nb, triton.cdiv(n, row_chunks))](
+            q, k_buf, block_table, blk_row, blk_q_start, blk_q_len, blk_pos, left, n_active, cos, sin, out,
+            q.stride(0), q.stride(1), k_buf.stride(0), k_buf.stride(1), block_table.stride(0), left.stride(0),
+            out.stride(0), stride_cos, stride_sin,
+            n, chunk_size, sw_scan,
+            HALF_DIM=half, KV_HEADS=kv_heads, GROUP=group, STRIDE_Q=stride_q,
+            N_ITERS=max(1, (chunk_size - 1).bit_length()), ROPE_MODE=rope_mode, INVALID_POS=INVALID,
+            ROW_CHUNKS=row_chunks, BLOCK_KVH=next_pow2(kv_heads), BLOCK_HD=max(16, next_pow2(half)),
+            num_warps=cfg.row_warps, num_stages=1,
+        )
+        return out
     grid = (nb, triton.cdiv(n, block_chunk))
     _hip_prune_kernel[grid](
         q, k_buf, block_table, blk_row, blk_q_start, blk_q_len, blk_pos, left, n_active, cos, sin, out,

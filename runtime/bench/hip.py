@@ -60,7 +60,25 @@ def _graph_us(fn) -> Optional[float]:
     return 1000 * _bench_ms(graph.replay)
 
 
-def bench_kernels(contexts: List[int], prefill_chunk: int, preset: str, skip_dense_prefill: bool) -> List[dict]:
+def bench_kernels(contexts: List[int], prefill_chunk: int, preset: str, skip_dense_prefill: bool,
+                  general_prune_kernel: bool = False) -> List[dict]:
+    """Per-layer decode (eager and CUDA-graph replay, per refresh stage) and prefill timings.
+    `general_prune_kernel`: decode pruning through the general (tensor-core) kernel instead of the
+    one-row kernel, the way it ran before that kernel existed (a before/after in one session)."""
+    import dataclasses
+
+    from sgl.kernels import hip_prune
+
+    default = hip_prune.default_prune_config
+    if general_prune_kernel:
+        hip_prune.default_prune_config = lambda *a, **kw: dataclasses.replace(default(*a, **kw), one_row_kernel=False)
+    try:
+        return _bench_kernels(contexts, prefill_chunk, preset, skip_dense_prefill, general_prune_kernel)
+    finally:
+        hip_prune.default_prune_config = default
+
+
+def _bench_kernels(contexts, prefill_chunk, preset, skip_dense_prefill, general_prune_kernel) -> List[dict]:
     from sgl.runtime.attention.hip.config import load_hip_config
     from sgl.runtime.attention.hip.mask import QueryBlocks, block_sparse_attention, estimate_mask, rope_table_size
     from sgl.runtime.layers.rotary import get_rope
@@ -85,7 +103,7 @@ def bench_kernels(contexts: List[int], prefill_chunk: int, preset: str, skip_den
         blocks = QueryBlocks.for_decode(torch.zeros(1, dtype=torch.long, device=dev), torch.tensor([T], device=dev), T)
         n_st = len(cfg.stages)
         full = estimate_mask(q, k_buf, table, blocks, cfg, True, cos, sin)
-        row = {"context": T, "preset": preset}
+        row = {"context": T, "preset": preset, "prune_kernel": "general" if general_prune_kernel else "one-row"}
 
         def step(from_stage):
             if from_stage >= n_st:
@@ -331,6 +349,8 @@ def main(argv=None) -> None:
     k.add_argument("--prefill-chunk", type=int, default=32768)
     k.add_argument("--preset", default="3K")
     k.add_argument("--skip-dense-prefill", action="store_true")
+    k.add_argument("--general-prune-kernel", action="store_true",
+                   help="decode pruning through the general kernel (the figures before the one-row kernel)")
     k.add_argument("--json", default=None, help="write the rows to this file")
     pk = sub.add_parser("passkey", help="passkey retrieval with the default model")
     pk.add_argument("--lengths", type=int, nargs="+", default=[16384, 32768, 65536])
@@ -349,7 +369,8 @@ def main(argv=None) -> None:
     rc.add_argument("--json", default=None)
     args = p.parse_args(argv)
     if args.cmd == "kernels":
-        rows = bench_kernels(args.contexts, args.prefill_chunk, args.preset, args.skip_dense_prefill)
+        rows = bench_kernels(args.contexts, args.prefill_chunk, args.preset, args.skip_dense_prefill,
+                             args.general_prune_kernel)
     elif args.cmd == "quality":
         rows = bench_quality(args.lengths, args.hip_attention_config)
     elif args.cmd == "recall":

@@ -191,6 +191,32 @@ def test_prune_decode_blocks(device, gen, mode, stride, chunk):
 
 
 @pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kv_heads", [3, 1])
+def test_prune_one_row_blocks_of_several_queries(device, gen, mode, kv_heads):
+    # block_size_q == stride_q: the one-row kernel, here with full and partial blocks of 4 queries (each
+    # query rotated before the mean in streaming mode), KV heads not a power of two, random subsets
+    # padded with INVALID and 2-chunk programs (many of them all padding: early exit)
+    from sgl.kernels.hip_prune import PruneConfig
+
+    case = make_case(device, gen, mode=mode, heads=6, kv_heads=kv_heads, head_dim=32, chunk=8, stride=4, bq=4,
+                     reqs=((70, 10), (3, 5), (150, 3)), subset=True, pad=9)
+    assert case.bq == case.stride and int(case.q_len.max()) == 4 and int(case.q_len.min()) < 4
+    row = compare(case, device, config=PruneConfig(row_chunks=2, row_warps=1))
+    general = run_kernel(case, PruneConfig(one_row_kernel=False, block_chunk=16, block_r=16, num_warps=1))
+    if case.q.dtype == torch.float32 and device != "cuda":
+        assert torch.allclose(row, general, rtol=1e-5, atol=1e-5)
+    assert torch.equal(torch.isfinite(row), torch.isfinite(general))
+
+
+@pytest.mark.parametrize("chunk", [8, 32])
+def test_prune_one_row_exact_ties_go_left(device, gen, chunk):
+    case = make_case(device, gen, mode=ROPE_NONE, integer=True, heads=4, kv_heads=2, head_dim=32, chunk=chunk,
+                     decode=[90, 60, 33], stride=4)
+    out = run_kernel(case)
+    assert torch.equal(out, hip_prune_stage_ref(*case.args()).to(out.device))
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_prune_padded_lists_and_tiles(device, gen, mode):
     # sorted random subsets padded with INVALID, 16-chunk tiles (several tiles, the trailing ones all
     # padding: early exit) and 16-row tiles (G * rows = 4 * 16 = 64 rows: four row tiles per KV head)
@@ -278,10 +304,10 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from sgl.kernels import hip_prune as hp
 BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
-fn = hp._hip_prune_kernel
 cfg = hp.default_prune_config(128)
 res = {}
 for name, kv, group, rows, stride, iters, mode in json.loads(sys.argv[1]):
+    fn = hp._hip_prune_row_kernel if name.startswith("row_") else hp._hip_prune_kernel
     ptrs = dict(Q="*bf16", K=kv, Table="*i32", BlkRow="*i64", BlkQStart="*i64", BlkQLen="*i64", BlkPos="*i64",
                 Left="*i64", NActive="*i64", Cos="*fp32", Sin="*fp32", Out="*fp32")
     sig = {n: ptrs.get(n, "i32") for n in fn.arg_names}
@@ -291,11 +317,17 @@ for name, kv, group, rows, stride, iters, mode in json.loads(sys.argv[1]):
     aligned = ("stride_qt", "stride_qh", "stride_kt", "stride_kh", "stride_cos", "stride_sin")
     attrs = {(i,): [["tt.divisibility", 16]] for i, (n, t) in enumerate(sig.items())
              if t.startswith("*") or n in aligned}
-    ce = dict(HALF_DIM=64, GROUP=group, ROWS=rows, STRIDE_Q=stride, N_ITERS=iters, ROPE_MODE=mode, INVALID_POS=1 << 30,
-              BLOCK_CHUNK=cfg.block_chunk, BLOCK_R=min(cfg.block_r, max(16, group * rows)), BLOCK_HD=64,
-              DOT_F32=False, DOT_PRECISION="tf32")
+    if fn is hp._hip_prune_row_kernel:
+        ce = dict(HALF_DIM=64, KV_HEADS=8, GROUP=group, STRIDE_Q=stride, N_ITERS=iters, ROPE_MODE=mode,
+                  INVALID_POS=1 << 30, ROW_CHUNKS=cfg.row_chunks, BLOCK_KVH=8, BLOCK_HD=64)
+        opts = {"num_warps": cfg.row_warps, "num_stages": 1}
+    else:
+        ce = dict(HALF_DIM=64, GROUP=group, ROWS=rows, STRIDE_Q=stride, N_ITERS=iters, ROPE_MODE=mode,
+                  INVALID_POS=1 << 30, BLOCK_CHUNK=cfg.block_chunk, BLOCK_R=min(cfg.block_r, max(16, group * rows)),
+                  BLOCK_HD=64, DOT_F32=False, DOT_PRECISION="tf32")
+        opts = {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
     k = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=ce, attrs=attrs), target=GPUTarget("cuda", 90, 32),
-                       options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})
+                       options=opts)
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(k.asm["cubin"])
         f.flush()
@@ -307,21 +339,25 @@ print(json.dumps(res))
 
 def test_prune_sm90_codegen_has_no_spills():
     """Llama-3.1-8B layout (G = 4, D = 128, bf16 / fp8) compiled for sm_90 with the default config: tensor-core
-    dots and no register spills, for stage 1 (streaming), stage 3 (relative, 256 rows) and decode."""
+    dots and no register spills, for stage 1 (streaming), stage 3 (relative, 256 rows) and a one-row block
+    through the general kernel; the one-row kernel (decode: no tensor cores) has no spills in any mode."""
     import triton
 
     if not os.path.exists(os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")):
         pytest.skip("this Triton build ships no ptxas")
     builds = [("stage1_streaming", "*bf16", 4, 16, 4, 8, ROPE_STREAMING),
               ("stage3_relative", "*bf16", 4, 64, 1, 3, ROPE_RELATIVE),
-              ("decode_fp8", "*fp8e4nv", 4, 1, 4, 8, ROPE_RELATIVE)]
+              ("decode_fp8", "*fp8e4nv", 4, 1, 4, 8, ROPE_RELATIVE),
+              ("row_stage1_streaming", "*bf16", 4, 1, 4, 8, ROPE_STREAMING),
+              ("row_stage2_relative_fp8", "*fp8e4nv", 4, 1, 4, 5, ROPE_RELATIVE),
+              ("row_stage3_none", "*bf16", 4, 1, 1, 3, ROPE_NONE)]
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run([sys.executable, "-c", _CODEGEN, json.dumps(builds)], env=env, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     for name, c in res.items():
-        assert c["HGMMA"] + c["HMMA"] > 0, (name, c)
+        assert name.startswith("row_") or c["HGMMA"] + c["HMMA"] > 0, (name, c)
         assert c["LDL"] == 0 and c["STL"] == 0, (name, c)
 
 
