@@ -59,6 +59,10 @@ class ModelRunner:
             model = load_model(self.model_config, server_args.load_format, self.device, self.dtype)
         self.model = model
         self.model.eval()
+        if self.device == "cpu":
+            from sgl.runtime.layers.cpu_gemm import pack_model
+
+            pack_model(self.model)  # oneDNN-packed weights: see layers/cpu_gemm.py
         # The backend first: the memory profile runs a prefill through it.
         self.attn_backend = self._make_attn_backend()
         self._init_memory_pool()

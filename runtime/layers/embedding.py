@@ -10,10 +10,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sgl.runtime.layers.cpu_gemm import PackableWeight
 from sgl.runtime.layers.linear import ShardId, copy_checked, make_param
 
 
-class VocabParallelEmbedding(nn.Module):
+class VocabParallelEmbedding(PackableWeight, nn.Module):
+    """Token embeddings; also the LM head when the model ties them (`matmul`, a packed copy on CPU)."""
+
     def __init__(self, num_embeddings: int, embedding_dim: int, tp_rank: int = 0, tp_size: int = 1):
         super().__init__()
         if num_embeddings <= 0 or embedding_dim <= 0:

@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import List, Optional, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from sgl.runtime.layers.cpu_gemm import PackableWeight
 
 ShardId = Optional[Union[str, int]]
 
@@ -50,8 +51,9 @@ def default_weight_loader(param: torch.Tensor, loaded_weight: torch.Tensor, shar
         copy_checked(param.data, loaded_weight)
 
 
-class LinearBase(nn.Module):
-    """y = x W^T + b, with W of shape [output_size_per_partition, input_size_per_partition]."""
+class LinearBase(PackableWeight, nn.Module):
+    """y = x W^T + b, with W of shape [output_size_per_partition, input_size_per_partition]
+    (on CPU through a packed copy of W once `cpu_gemm.pack_model` has made one)."""
 
     def __init__(self, input_size: int, output_size: int, bias: bool = True, tp_rank: int = 0, tp_size: int = 1,
                  in_partitioned: bool = False, out_partitioned: bool = False):
@@ -69,7 +71,7 @@ class LinearBase(nn.Module):
         default_weight_loader(param, loaded_weight, shard_id)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight, self.bias)
+        return self.matmul(x, self.bias)
 
     def extra_repr(self) -> str:
         return f"in={self.input_size_per_partition}, out={self.output_size_per_partition}, bias={self.bias is not None}, tp={self.tp_size}"
@@ -95,7 +97,7 @@ class ColumnParallelLinear(LinearBase):
             copy_checked(param.data, rank_slice(loaded_weight, 0, self.output_size, self.tp_rank, size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.linear(x, self.weight, self.bias)
+        out = self.matmul(x, self.bias)
         if self.gather_output and self.tp_size > 1:
             out = _all_gather_last_dim(out, self.tp_size)
         return out
@@ -181,7 +183,7 @@ class RowParallelLinear(LinearBase):
         if not self.input_is_parallel and self.tp_size > 1:
             size = self.input_size_per_partition
             x = x.narrow(-1, self.tp_rank * size, size)
-        out = F.linear(x, self.weight, self.bias if self.tp_rank == 0 else None)
+        out = self.matmul(x, self.bias if self.tp_rank == 0 else None)
         if self.reduce_results and self.tp_size > 1:
             torch.distributed.all_reduce(out)
         return out

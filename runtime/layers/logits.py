@@ -25,7 +25,7 @@ class LogitsProcessor(nn.Module):
         """hidden_states [N, hidden] -> float32 logits [N, vocab_size]."""
         if hidden_states.dim() != 2:
             raise ValueError(f"hidden_states must be [N, hidden], got shape {tuple(hidden_states.shape)}")
-        logits = hidden_states @ lm_head.weight.t()
+        logits = lm_head.matmul(hidden_states)
         if self.tp_size > 1:
             logits = _gather_vocab(logits, self.tp_size)
         logits = logits[:, : self.vocab_size].float()
