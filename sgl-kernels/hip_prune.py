@@ -66,19 +66,21 @@ class PruneConfig:
     block_r: int = 64
     num_warps: int = 4
     num_stages: int = 1
-    row_chunks: int = 2  # chunks per program of the one-pooled-row kernel (decode)
-    row_warps: int = 4
+    row_chunks: int = 8  # chunks per program of the one-pooled-row kernel (decode), 16-bit pools
+    row_chunks_fp8: int = 4  # the same with an fp8 pool (its conversion needs more registers)
+    row_warps: int = 8
     one_row_kernel: bool = True  # False: one-row blocks take the general kernel too (benchmarks)
 
 
 def default_prune_config(head_dim: int, interpreting: bool = False) -> PruneConfig:
     if interpreting:
         # the interpreter pays per op, not per element: big tiles, few programs
-        return PruneConfig(block_chunk=32, block_r=64, num_warps=1, row_chunks=32, row_warps=1)
+        return PruneConfig(block_chunk=32, block_r=64, num_warps=1, row_chunks=32, row_chunks_fp8=32, row_warps=1)
     # Compiled for sm_90 (bf16 / fp8 pools, D = 128, all rope modes, stage-1, stage-3 and decode
     # shapes): 32 chunks x 64 rows with 8 warps stays at 160-190 registers without spills, 64 chunks
-    # spill. D <= 64 fits with 4 warps. The one-row kernel: 2 chunks x 4 warps has no spills in any
-    # rope mode with bf16 or fp8 pools (4 chunks spill with fp8 in relative mode).
+    # spill. D <= 64 fits with 4 warps. The one-row kernel (Triton 3.6 and 3.9, sm_90, every rope
+    # mode): 8 chunks x 8 warps has no spills with bf16 pools, 4 x 8 none with fp8 ones. On an H200
+    # at 1M keys 8 x 8 gave the lowest refresh-step times of (2|4|8 chunks) x (4|8 warps).
     return PruneConfig(block_chunk=32, block_r=64, num_warps=8 if head_dim >= 128 else 4)
 
 
@@ -305,17 +307,15 @@ def _row_query(Q, Cos, Sin, q_start, q_len, p_min, rope_cap, g, offs_h, h_mask,
 
 
 @triton.jit
-def _row_branch_scores(Q, K, Cos, Sin, slots, active, offs_c, offs_h, h_mask, c_rel, s_rel, cq, sq,
-                       q_start, q_len, p_min, rope_cap,
-                       stride_qt, stride_qh, stride_kt, stride_kh, stride_cos, stride_sin,
-                       HALF_DIM: tl.constexpr, GROUP: tl.constexpr, STRIDE_Q: tl.constexpr,
-                       ROPE_MODE: tl.constexpr, BLOCK_HD: tl.constexpr):
-    """max over all query heads of (pooled row) . (rotated key of `slots`) -> [ROW_CHUNKS] float32."""
+def _row_keys(K, Cos, Sin, slots, active, offs_c, offs_h, h_mask, c_rel, s_rel,
+              stride_kt, stride_kh, stride_cos, stride_sin,
+              HALF_DIM: tl.constexpr, ROPE_MODE: tl.constexpr, BLOCK_HD: tl.constexpr):
+    """The key of `slots` for every KV head, rotated, as two float32 halves [ROW_CHUNKS, BLOCK_KVH, BLOCK_HD]."""
     offs_d = tl.arange(0, BLOCK_HD)
     d_mask = offs_d < HALF_DIM
     m = active[:, None, None] & h_mask[None, :, None] & d_mask[None, None, :]
     base = K + slots[:, None, None] * stride_kt + offs_h[None, :, None] * stride_kh + offs_d[None, None, :]
-    k1 = tl.load(base, mask=m, other=0.0).to(tl.float32)  # [C, KVH, HD]: one gather for every KV head
+    k1 = tl.load(base, mask=m, other=0.0).to(tl.float32)  # one gather for every KV head
     k2 = tl.load(base + HALF_DIM, mask=m, other=0.0).to(tl.float32)
     if ROPE_MODE == 1:
         cm = active[:, None] & d_mask[None, :]
@@ -324,15 +324,27 @@ def _row_branch_scores(Q, K, Cos, Sin, slots, active, offs_c, offs_h, h_mask, c_
         k1, k2 = _rotate(k1, k2, c, s)
     elif ROPE_MODE == 2:
         k1, k2 = _rotate(k1, k2, c_rel[None, :, :], s_rel[None, :, :])
-    best = tl.full([offs_c.shape[0]], float("-inf"), tl.float32)
+    return k1, k2
+
+
+@triton.jit
+def _row_both_scores(Q, Cos, Sin, kl1, kl2, kr1, kr2, q_len, q_start, p_min, rope_cap, offs_h, h_mask, cq, sq,
+                     stride_qt, stride_qh, stride_cos, stride_sin,
+                     HALF_DIM: tl.constexpr, GROUP: tl.constexpr, STRIDE_Q: tl.constexpr,
+                     ROPE_MODE: tl.constexpr, BLOCK_HD: tl.constexpr):
+    """max over all query heads of (pooled row) . key, for the left and the right keys -> 2 x [ROW_CHUNKS]."""
+    s_l = tl.full([kl1.shape[0]], float("-inf"), tl.float32)
+    s_r = tl.full([kl1.shape[0]], float("-inf"), tl.float32)
     for g in tl.static_range(GROUP):
         q1, q2 = _row_query(Q, Cos, Sin, q_start, q_len, p_min, rope_cap, g, offs_h, h_mask,
                             stride_qt, stride_qh, stride_cos, stride_sin, cq, sq,
                             HALF_DIM, GROUP, STRIDE_Q, ROPE_MODE, BLOCK_HD)
-        sc = tl.sum(k1 * q1[None, :, :], 2) + tl.sum(k2 * q2[None, :, :], 2)  # [C, KVH]
-        sc = tl.where(h_mask[None, :], sc, float("-inf"))
-        best = tl.maximum(best, tl.max(sc, 1))
-    return tl.where(q_len > 0, best, float("-inf"))
+        sl = tl.sum(kl1 * q1[None, :, :], 2) + tl.sum(kl2 * q2[None, :, :], 2)  # [C, KVH]
+        sr = tl.sum(kr1 * q1[None, :, :], 2) + tl.sum(kr2 * q2[None, :, :], 2)
+        s_l = tl.maximum(s_l, tl.max(tl.where(h_mask[None, :], sl, float("-inf")), 1))
+        s_r = tl.maximum(s_r, tl.max(tl.where(h_mask[None, :], sr, float("-inf")), 1))
+    ok = q_len > 0
+    return tl.where(ok, s_l, float("-inf")), tl.where(ok, s_r, float("-inf"))
 
 
 @triton.jit
@@ -365,14 +377,14 @@ def _hip_prune_row_kernel(
         mid, rl, rr = _probes(lo, hi)
         slot_l = tl.load(table_row + rl, mask=active, other=0).to(tl.int64)
         slot_r = tl.load(table_row + rr, mask=active, other=0).to(tl.int64)
-        s_l = _row_branch_scores(Q, K, Cos, Sin, slot_l, active, offs_c, offs_h, h_mask, cl, sl, cq, sq,
-                                 q_start, q_len, p_min, rope_cap,
-                                 stride_qt, stride_qh, stride_kt, stride_kh, stride_cos, stride_sin,
-                                 HALF_DIM, GROUP, STRIDE_Q, ROPE_MODE, BLOCK_HD)
-        s_r = _row_branch_scores(Q, K, Cos, Sin, slot_r, active, offs_c, offs_h, h_mask, cr, sr, cq, sq,
-                                 q_start, q_len, p_min, rope_cap,
-                                 stride_qt, stride_qh, stride_kt, stride_kh, stride_cos, stride_sin,
-                                 HALF_DIM, GROUP, STRIDE_Q, ROPE_MODE, BLOCK_HD)
+        # both branches' keys are gathered before either is scored: two loads in flight per step
+        kl1, kl2 = _row_keys(K, Cos, Sin, slot_l, active, offs_c, offs_h, h_mask, cl, sl,
+                             stride_kt, stride_kh, stride_cos, stride_sin, HALF_DIM, ROPE_MODE, BLOCK_HD)
+        kr1, kr2 = _row_keys(K, Cos, Sin, slot_r, active, offs_c, offs_h, h_mask, cr, sr,
+                             stride_kt, stride_kh, stride_cos, stride_sin, HALF_DIM, ROPE_MODE, BLOCK_HD)
+        s_l, s_r = _row_both_scores(Q, Cos, Sin, kl1, kl2, kr1, kr2, q_len, q_start, p_min, rope_cap, offs_h, h_mask,
+                                    cq, sq, stride_qt, stride_qh, stride_cos, stride_sin,
+                                    HALF_DIM, GROUP, STRIDE_Q, ROPE_MODE, BLOCK_HD)
         lo, hi, best = _narrow(lo, hi, mid, s_l, s_r, best)
     tl.store(out_ptr, tl.where(active, best, float("-inf")), mask=c_mask)
 
@@ -457,7 +469,8 @@ def hip_prune_stage(q, k_buf, block_table, blk_row, blk_q_start, blk_q_len, blk_
     blk_row, blk_q_start, blk_q_len, blk_pos, n_active = (
         t.contiguous() for t in (blk_row, blk_q_start, blk_q_len, blk_pos, n_active))
     if rows == 1 and cfg.one_row_kernel:
-        row_chunks = max(1, min(next_pow2(cfg.row_chunks), next_pow2(n)))
+        per_program = cfg.row_chunks if k_buf.element_size() > 1 else cfg.row_chunks_fp8
+        row_chunks = max(1, min(next_pow2(per_program), next_pow2(n)))
         _hip_prune_row_kernel[(nb, triton.cdiv(n, row_chunks))](
             q, k_buf, block_table, blk_row, blk_q_start, blk_q_len, blk_pos, left, n_active, cos, sin, out,
             q.stride(0), q.stride(1), k_buf.stride(0), k_buf.stride(1), block_table.stride(0), left.stride(0),

@@ -15,7 +15,7 @@ mix() {  # tag, extra args... (the last --max-new-tokens given wins)
 # passes the schema's minLength (400) and closes its string early (the 2026-12-06 run finished after ~86
 # tokens); 64 new tokens keep every request inside the free string.
 EIGHT_B=(--model-path llama-3.1-8b --load-format dummy --tokenizer-path "$(pwd)/.tok"
-         --json-model-override-args '{"vocab_size": 49152}' --max-new-tokens 64)
+         --json-model-override-args '{"vocab_size": 49152, "eos_token_id": 2, "bos_token_id": 1}' --max-new-tokens 64)
 if [ -n "$before" ]; then
   (cd "$before" && python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . >/dev/null)
   echo "== before ($before)"

@@ -318,8 +318,9 @@ for name, kv, group, rows, stride, iters, mode in json.loads(sys.argv[1]):
     attrs = {(i,): [["tt.divisibility", 16]] for i, (n, t) in enumerate(sig.items())
              if t.startswith("*") or n in aligned}
     if fn is hp._hip_prune_row_kernel:
+        chunks = cfg.row_chunks_fp8 if "fp8" in kv else cfg.row_chunks
         ce = dict(HALF_DIM=64, KV_HEADS=8, GROUP=group, STRIDE_Q=stride, N_ITERS=iters, ROPE_MODE=mode,
-                  INVALID_POS=1 << 30, ROW_CHUNKS=cfg.row_chunks, BLOCK_KVH=8, BLOCK_HD=64)
+                  INVALID_POS=1 << 30, ROW_CHUNKS=chunks, BLOCK_KVH=8, BLOCK_HD=64)
         opts = {"num_warps": cfg.row_warps, "num_stages": 1}
     else:
         ce = dict(HALF_DIM=64, GROUP=group, ROWS=rows, STRIDE_Q=stride, N_ITERS=iters, ROPE_MODE=mode,
@@ -349,7 +350,9 @@ def test_prune_sm90_codegen_has_no_spills():
               ("stage3_relative", "*bf16", 4, 64, 1, 3, ROPE_RELATIVE),
               ("decode_fp8", "*fp8e4nv", 4, 1, 4, 8, ROPE_RELATIVE),
               ("row_stage1_streaming", "*bf16", 4, 1, 4, 8, ROPE_STREAMING),
+              ("row_stage1_streaming_fp8", "*fp8e4nv", 4, 1, 4, 8, ROPE_STREAMING),
               ("row_stage2_relative_fp8", "*fp8e4nv", 4, 1, 4, 5, ROPE_RELATIVE),
+              ("row_stage2_relative", "*bf16", 4, 1, 4, 5, ROPE_RELATIVE),
               ("row_stage3_none", "*bf16", 4, 1, 1, 3, ROPE_NONE)]
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run([sys.executable, "-c", _CODEGEN, json.dumps(builds)], env=env, capture_output=True,
