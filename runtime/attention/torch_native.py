@@ -7,7 +7,7 @@ key at or before their own position; decode queries see all keys.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import torch
 import torch.nn.functional as F
@@ -80,17 +80,22 @@ class TorchNativeAttnBackend(AttentionBackend):
         k_buf, v_buf = fb.token_to_kv_pool.get_kv_buffer(layer.layer_id)
         kvh = layer.tp_k_head_num
         group = layer.tp_q_head_num // kvh
-        shape, dtype = (*meta.slots.shape, kvh, layer.head_dim), meta.dtype or q.dtype
+        # in the query's dtype: on CPU, SDPA's bf16 kernel accumulates in float32 and took 55-90% of
+        # the float32 path's time with its casts (2-core EPYC, 1 x 136 to 64 x 300 keys); float16
+        # goes through float32 on CPU
+        dtype = torch.float32 if q.dtype == torch.float16 and q.device.type == "cpu" else q.dtype
+        shape = (*meta.slots.shape, kvh, layer.head_dim)
         # index_select over the flat slots: several times faster than advanced indexing on CPU
         kk = k_buf.index_select(0, meta.flat_slots).view(shape).to(dtype).transpose(1, 2)  # [bs, KVH, L, D]
         vv = v_buf.index_select(0, meta.flat_slots).view(shape).to(dtype).transpose(1, 2)
         qq = q.view(-1, kvh, group, layer.head_dim).to(dtype)  # [bs, KVH, G, D]
-        out = F.scaled_dot_product_attention(qq, kk, vv, attn_mask=meta.mask, scale=layer.scaling)
+        out = F.scaled_dot_product_attention(qq, kk, vv, attn_mask=meta.mask(dtype), scale=layer.scaling)
         return out.to(q.dtype).reshape(-1, layer.tp_q_head_num * layer.head_dim)
 
 
 class _DecodeMeta:
-    """Padded KV slot indices [bs, max_len] and the validity mask [bs, 1, 1, max_len]."""
+    """Padded KV slot indices [bs, max_len] and which of them hold a key ([bs, max_len], None when
+    none is padding)."""
 
     def __init__(self, fb: "ForwardBatch"):
         max_len = max(fb.seq_lens_cpu)
@@ -98,6 +103,16 @@ class _DecodeMeta:
         valid = torch.arange(max_len, device=rows.device)[None, :] < fb.seq_lens[:, None]
         self.slots = torch.where(valid, rows, torch.zeros_like(rows))  # padding reads the dummy slot 0
         self.flat_slots = self.slots.view(-1)
-        self.mask = valid[:, None, None, :]
-        # bf16 on CPU: SDPA's CPU kernel is slower in bf16 than in float32 at decode shapes
-        self.dtype = torch.float32 if fb.seq_lens.device.type == "cpu" else None
+        # no mask when no request is padded
+        self.valid = None if min(fb.seq_lens_cpu) == max_len else valid
+        self._masks: dict = {}
+
+    def mask(self, dtype: torch.dtype) -> Optional[torch.Tensor]:
+        """The additive mask [bs, 1, 1, max_len] in `dtype`, built once per forward (SDPA converts a
+        boolean mask again on every call), or None."""
+        if self.valid is None:
+            return None
+        if dtype not in self._masks:
+            zeros = torch.zeros(self.valid.shape, dtype=dtype, device=self.valid.device)
+            self._masks[dtype] = zeros.masked_fill(~self.valid, float("-inf"))[:, None, None, :]
+        return self._masks[dtype]

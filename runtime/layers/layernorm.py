@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Optional, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from sgl.kernels.utils import use_triton
@@ -33,8 +34,8 @@ class RMSNorm(nn.Module):
 
     def _norm(self, x: torch.Tensor) -> torch.Tensor:
         # statistics in float32 (bf16 variance is too coarse); the product order follows HF Llama
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+        # (F.rms_norm is the same x * rsqrt(mean(x^2) + eps) in one op instead of five)
+        x32 = F.rms_norm(x.float(), (x.shape[-1],), eps=self.variance_epsilon)
         return self.weight * x32.to(x.dtype)
 
     def extra_repr(self) -> str:

@@ -69,6 +69,9 @@ class RotaryEmbedding(nn.Module):
         if freq_factors is not None:
             inv_freq = _divide_by_factors(inv_freq, freq_factors)
         self._inv_freq: Dict[torch.device, torch.Tensor] = {torch.device("cpu"): inv_freq}
+        # (positions, its version, cos, sin) of the last call: every layer of a forward passes the
+        # same positions tensor, so the torch path computes cos/sin once per forward, not per layer
+        self._last: Optional[tuple] = None
 
     def inv_freq(self, device: torch.device) -> torch.Tensor:
         """float64 inverse frequencies [rotary_dim // 2] on `device`."""
@@ -87,8 +90,21 @@ class RotaryEmbedding(nn.Module):
             from sgl.kernels.rope import apply_rope
 
             return apply_rope(positions, query, key, self.inv_freq(positions.device), self.head_size, self.is_neox_style)
-        cos, sin = self.cos_sin(positions)
+        cos, sin = self._cos_sin_cached(positions)
+        if self.rotary_dim == self.head_size and query.dtype == key.dtype:
+            # q and k rotated in one pass (one set of elementwise ops for both)
+            tokens, q_width = query.shape[0], query.reshape(query.shape[0], -1).shape[1]
+            both = self._rotate(torch.cat((query.reshape(tokens, -1), key.reshape(tokens, -1)), dim=-1), cos, sin)
+            return both[:, :q_width].reshape(query.shape), both[:, q_width:].reshape(key.shape)
         return self._rotate(query, cos, sin), self._rotate(key, cos, sin)
+
+    def _cos_sin_cached(self, positions: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        last = self._last
+        if last is not None and last[0] is positions and last[1] == positions._version:
+            return last[2], last[3]
+        cos, sin = self.cos_sin(positions)
+        self._last = (positions, positions._version, cos, sin)
+        return cos, sin
 
     def _rotate(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         heads = x.reshape(x.shape[0], -1, self.head_size)
@@ -100,6 +116,8 @@ class RotaryEmbedding(nn.Module):
         else:  # GPT-J style: channel pairs (0,1), (2,3), ...
             x1, x2 = rot[..., 0::2], rot[..., 1::2]
             rotated = torch.stack((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).flatten(-2)
+        if self.rotary_dim == self.head_size:
+            return rotated.to(x.dtype).reshape(x.shape)
         out = torch.cat((rotated.to(x.dtype), heads[..., self.rotary_dim :]), dim=-1)
         return out.reshape(x.shape)
 
