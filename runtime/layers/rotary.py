@@ -99,6 +99,8 @@ class RotaryEmbedding(nn.Module):
         return self._rotate(query, cos, sin), self._rotate(key, cos, sin)
 
     def _cos_sin_cached(self, positions: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        if positions.is_inference():  # no version counter to tell an in-place update: not cached
+            return self.cos_sin(positions)
         last = self._last
         if last is not None and last[0] is positions and last[1] == positions._version:
             return last[2], last[3]

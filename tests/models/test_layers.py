@@ -69,6 +69,39 @@ def test_rope_rotation_matches_rotate_half_form():
     torch.testing.assert_close(q_rot[0], q[0])  # position 0 is the identity
 
 
+def test_rope_cos_sin_reused_only_for_the_same_unchanged_positions():
+    """Every layer of a forward passes one positions tensor: cos/sin are computed once for it, and
+    again for another tensor, after an in-place update, and (uncached) for an inference tensor."""
+    torch.manual_seed(1)
+    head_dim = 64
+    rope = RotaryEmbedding(head_dim, head_dim, 8192, 10000.0)
+    inv_freq = rope.inv_freq(torch.device("cpu"))
+    q, k = torch.randn(3, 2 * head_dim), torch.randn(3, head_dim)
+    calls = []
+    real = rope.cos_sin
+    rope.cos_sin = lambda p: calls.append(p) or real(p)
+
+    def check(positions):
+        q_rot, k_rot = rope(positions, q, k)
+        torch.testing.assert_close(q_rot, neox_rotate(q, positions, inv_freq, head_dim), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(k_rot, neox_rotate(k, positions, inv_freq, head_dim), rtol=1e-5, atol=1e-5)
+
+    positions = torch.tensor([3, 9, 4000])
+    check(positions)
+    check(positions)
+    assert len(calls) == 1
+    positions.add_(5)  # a static buffer updated in place
+    check(positions)
+    assert len(calls) == 2
+    check(torch.tensor([3, 9, 4000]))
+    assert len(calls) == 3
+    with torch.inference_mode():
+        frozen = torch.tensor([1, 2, 3])
+    check(frozen)
+    check(frozen)
+    assert len(calls) == 5
+
+
 def test_partial_rotary_leaves_tail_channels():
     q, k = torch.randn(3, 2 * 64), torch.randn(3, 64)
     q_rot, _ = RotaryEmbedding(64, 32, 128, 10000.0)(torch.tensor([1, 2, 3]), q, k)
