@@ -470,6 +470,10 @@ def hip_prune_stage(q, k_buf, block_table, blk_row, blk_q_start, blk_q_len, blk_
         t.contiguous() for t in (blk_row, blk_q_start, blk_q_len, blk_pos, n_active))
     if rows == 1 and cfg.one_row_kernel:
         per_program = cfg.row_chunks if k_buf.element_size() > 1 else cfg.row_chunks_fp8
+        # the tuned shapes hold [chunks, 8 KV heads, 64] key halves: more heads or a wider head
+        # take fewer chunks per program, so the tile (and the registers) stay that size
+        tile = next_pow2(kv_heads) * max(16, next_pow2(half))
+        per_program = max(1, min(per_program, per_program * 8 * 64 // tile))
         row_chunks = max(1, min(next_pow2(per_program), next_pow2(n)))
         _hip_prune_row_kernel[(nb, triton.cdiv(n, row_chunks))](
             q, k_buf, block_table, blk_row, blk_q_start, blk_q_len, blk_pos, left, n_active, cos, sin, out,
