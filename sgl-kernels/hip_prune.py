@@ -33,10 +33,12 @@ where a block is one query), grid (NB, cdiv(n, ROW_CHUNKS)) with a few chunks pe
     with 32 chunks per program the other kernel runs 32-128 programs on a 132-SM GPU, each walking
     the bisection steps x KV heads x branches one dependent gather after another (latency-bound:
     ~270 / 210 / 165 us per stage measured on an H100).
-  * Here each program takes ROW_CHUNKS chunks and gathers, per bisection step and branch, the key of
-    every chunk for ALL KV heads at once ([ROW_CHUNKS, KVH, D/2] twice); the one pooled query row of
-    each group member g is a [KVH, D/2] pair, and the score is a float32 multiply-and-sum (no tensor
-    cores: one query row is a matrix-vector product). More programs, one gather per step and branch.
+  * Here each program takes ROW_CHUNKS chunks (8, 4 with fp8 pools, fewer for more KV heads or a
+    wider head) and gathers, per bisection step, the key of every chunk for ALL KV heads at once
+    ([ROW_CHUNKS, KVH, D/2] twice), both branches before either is scored; the one pooled query row
+    of each group member g is a [KVH, D/2] pair, and the score is a float32 multiply-and-sum (no
+    tensor cores: one query row is a matrix-vector product). More programs, two gathers in flight
+    per step. On an H200 at 1M keys the schedule average per layer went from 103.6 to 72.6 us.
 
 Shapes: q [Nq, H, D] (scaled; float32/float16/bfloat16); k_buf [S, KVH, D] any float dtype;
 block_table [R, T_max] int32/int64; blk_row, blk_q_start, blk_q_len, blk_pos, n_active [NB] int;
