@@ -181,6 +181,17 @@ def _tile(Left, BlkPos, Out, b, stride_lb, stride_ob, n, sw_scan, TILE: tl.const
 
 
 @triton.jit
+def _block_inputs(Table, BlkRow, BlkQStart, BlkQLen, NActive, b, stride_tr, sw_scan):
+    """Block b's first query in q, its query count, its block-table row, and the position where
+    streaming-mode query positions stop (its active chunks + sw_scan)."""
+    q_start = tl.load(BlkQStart + b).to(tl.int64)
+    q_len = tl.load(BlkQLen + b).to(tl.int32)
+    table_row = Table + tl.load(BlkRow + b).to(tl.int64) * stride_tr
+    rope_cap = tl.load(NActive + b).to(tl.int64) + sw_scan
+    return q_start, q_len, table_row, rope_cap
+
+
+@triton.jit
 def _chunk_bounds(lft, active, p_min, chunk_size):
     """[lo, hi) of each chunk (never past the block's first query; [0, 1) when inactive), int32."""
     lo = tl.where(active, lft, 0)
@@ -239,10 +250,8 @@ def _hip_prune_kernel(
         tl.store(out_ptr, tl.full([BLOCK_CHUNK], float("-inf"), tl.float32), mask=c_mask)
         return
 
-    q_start = tl.load(BlkQStart + b).to(tl.int64)
-    q_len = tl.load(BlkQLen + b).to(tl.int32)
-    table_row = Table + tl.load(BlkRow + b).to(tl.int64) * stride_tr
-    rope_cap = tl.load(NActive + b).to(tl.int64) + sw_scan  # streaming query positions stop here
+    q_start, q_len, table_row, rope_cap = _block_inputs(Table, BlkRow, BlkQStart, BlkQLen, NActive, b, stride_tr,
+                                                        sw_scan)
     p_min32 = p_min.to(tl.int32)
     lo, hi = _chunk_bounds(lft, active, p_min, chunk_size)
     cl, sl, cr, sr, cq, sq = _relative_tables(Cos, Sin, stride_cos, stride_sin, sw_scan, ROPE_MODE, HALF_DIM, BLOCK_HD)
@@ -365,10 +374,8 @@ def _hip_prune_row_kernel(
         tl.store(out_ptr, tl.full([ROW_CHUNKS], float("-inf"), tl.float32), mask=c_mask)
         return
 
-    q_start = tl.load(BlkQStart + b).to(tl.int64)
-    q_len = tl.load(BlkQLen + b).to(tl.int32)
-    table_row = Table + tl.load(BlkRow + b).to(tl.int64) * stride_tr
-    rope_cap = tl.load(NActive + b).to(tl.int64) + sw_scan
+    q_start, q_len, table_row, rope_cap = _block_inputs(Table, BlkRow, BlkQStart, BlkQLen, NActive, b, stride_tr,
+                                                        sw_scan)
     lo, hi = _chunk_bounds(lft, active, p_min, chunk_size)
     cl, sl, cr, sr, cq, sq = _relative_tables(Cos, Sin, stride_cos, stride_sin, sw_scan, ROPE_MODE, HALF_DIM, BLOCK_HD)
     offs_h = tl.arange(0, BLOCK_KVH)

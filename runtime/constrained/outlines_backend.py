@@ -112,7 +112,7 @@ class OutlinesGrammar(BaseGrammar):
         text, _ = self._forced_text(state)
         if len(text) < self.min_jump_chars:
             return None
-        return [], self.state
+        return [], state
 
     def jump_forward_str_state(self, helper: Tuple[List[int], int]) -> Tuple[str, int]:
         _, state = helper
