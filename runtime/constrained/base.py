@@ -66,10 +66,11 @@ class BaseGrammar(abc.ABC):
         """Write this request's allowed tokens into row ``idx`` of a packed mask."""
 
     def plain_row(self) -> Optional[torch.Tensor]:
-        """The packed allowed-token row of the current state when the grammar has it cached and
-        the state forces no text; None otherwise. The scheduler copies such a row straight into
-        the batch mask (no ``fill_vocab_mask``, no jump-forward check): the per-token fast path.
-        The row is shared and must not be modified."""
+        """The packed allowed-token row of the current state when the grammar caches rows and the
+        state forces no text; None otherwise. The scheduler masks with such a row directly (no
+        ``fill_vocab_mask``, no jump-forward check; on CUDA by its slot in a device table): the
+        per-token fast path. The same row object comes back for every visit of the state (and
+        may be shared by states with equal rows); it must not be modified."""
         return None
 
     @abc.abstractmethod

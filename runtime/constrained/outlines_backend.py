@@ -94,7 +94,13 @@ class OutlinesGrammar(BaseGrammar):
     def plain_row(self) -> Optional[torch.Tensor]:
         if self._terminated:
             return None
-        return self.compiled.plain_rows.get(self.guide.get_state())
+        compiled = self.compiled
+        state = self.guide.get_state()
+        row = compiled.plain_rows.get(state)
+        if row is None and not compiled.has_row(state):
+            compiled.mask_row(state, self.guide)  # first visit of the state (by any request): build it
+            row = compiled.plain_rows.get(state)
+        return row
 
     # ------------------------------------------------------------ jump-forward
 

@@ -141,6 +141,7 @@ class RegexIndex:
         self.initial_state: int = self.index.get_initial_state()
         self._accepting: Dict[int, bool] = {}
         self._rows: Dict[int, torch.Tensor] = {}
+        self._distinct: Dict[bytes, torch.Tensor] = {}
         # rows of the states that force no text: the scheduler's fast path (OutlinesGrammar.plain_row)
         self.plain_rows: Dict[int, torch.Tensor] = {}
         self._row_lock = threading.Lock()
@@ -170,10 +171,16 @@ class RegexIndex:
         if row is None:
             row = self._build_row(state, guide)
             with self._row_lock:
+                # states with equal rows share one tensor (the counted characters of a bounded
+                # string are a state each): less memory, and one device copy (DeviceRowCache)
+                row = self._distinct.setdefault(row.numpy().tobytes(), row)
                 row = self._rows.setdefault(state, row)
                 if not self.jump_table.forced(state)[0]:
                     self.plain_rows[state] = row
         return row
+
+    def has_row(self, state: int) -> bool:
+        return state in self._rows
 
     def _build_row(self, state: int, guide: "outlines_core.Guide") -> torch.Tensor:
         full = torch.zeros(self.vocab.index_words, dtype=torch.int32)
@@ -190,6 +197,7 @@ class RegexIndex:
         """Forget the per-state mask rows (benchmarks time the first visits again)."""
         with self._row_lock:
             self._rows = {}
+            self._distinct = {}
             self.plain_rows = {}
 
     @property

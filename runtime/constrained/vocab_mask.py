@@ -22,6 +22,7 @@ __all__ = [
     "bitmask_from_allowed",
     "copy_row_",
     "RowWriter",
+    "DeviceRowCache",
 ]
 
 _BYTE_TABLES = {}
@@ -89,21 +90,27 @@ def apply_token_bitmask_(logits: torch.Tensor, bitmask: torch.Tensor) -> None:
     logits.masked_fill_(~allowed, float("-inf"))
 
 
-def apply_token_bitmask_rows_(logits: torch.Tensor, bitmask: torch.Tensor, rows: torch.Tensor) -> None:
-    """Row ``i`` of ``bitmask [n, words]`` masks row ``rows[i]`` of ``logits``, in place; other
-    rows are untouched. On CUDA one Triton kernel (``sgl.kernels.token_bitmask``) does the whole
-    step; elsewhere each constrained row is masked in place."""
+def apply_token_bitmask_rows_(logits: torch.Tensor, bitmask: torch.Tensor, rows: torch.Tensor,
+                              mask_rows: Optional[torch.Tensor] = None) -> None:
+    """Row ``i`` of ``bitmask [n, words]`` (row ``mask_rows[i]`` when given) masks row ``rows[i]``
+    of ``logits``, in place; other rows are untouched. On CUDA one Triton kernel
+    (``sgl.kernels.token_bitmask``) does the whole step; elsewhere each constrained row is masked
+    in place."""
     if bitmask.device != logits.device:
         bitmask = bitmask.to(logits.device, non_blocking=True)
     if rows.device != logits.device:
         rows = rows.to(logits.device, non_blocking=True)
+    if mask_rows is not None and mask_rows.device != logits.device:
+        mask_rows = mask_rows.to(logits.device, non_blocking=True)
     from sgl.kernels.utils import use_triton
 
     if use_triton(logits):
         from sgl.kernels.token_bitmask import apply_token_bitmask_rows_ as kernel
 
-        kernel(logits, bitmask, rows)
+        kernel(logits, bitmask, rows, mask_rows)
         return
+    if mask_rows is not None:
+        bitmask = bitmask.index_select(0, mask_rows.long())
     if bitmask.shape[0] != rows.shape[0]:
         raise ValueError(f"bitmask has {bitmask.shape[0]} rows for {rows.shape[0]} row indices")
     blocked = ~unpack_bitmask(bitmask, logits.shape[1])
@@ -165,3 +172,59 @@ def copy_row_(mask: torch.Tensor, idx: int, row: torch.Tensor) -> None:
         ctypes.memmove(mask.data_ptr() + idx * mask.stride(0) * 4, row.data_ptr(), n * 4)
     if mask.shape[1] > n:
         mask[idx, n:] = 0
+
+
+class DeviceRowCache:
+    """Packed rows kept on the device, each uploaded once and then named by its slot.
+
+    A grammar state's cached host row (``BaseGrammar.plain_row``) is the same tensor every time the
+    state is visited, so the scheduler masks such rows by slot: one small index copy and one kernel
+    a step, instead of writing every constrained row into a host mask and copying the mask over.
+    Keyed by the host tensor's identity (the cache holds a reference, so the key stays unique);
+    when full, every slot is dropped at once (``reserve``) and rows are uploaded again as visited.
+    """
+
+    def __init__(self, words: int, device, capacity: int = 1024) -> None:
+        if words <= 0 or capacity <= 0:
+            raise ValueError(f"words and capacity must be positive, got {words} and {capacity}")
+        self.words = words
+        self.device = torch.device(device)
+        self.table = torch.zeros((capacity, words), dtype=torch.int32, device=self.device)
+        self._slots = {}
+        self._held = []
+        self.uploads = 0
+
+    @property
+    def capacity(self) -> int:
+        return self.table.shape[0]
+
+    def reserve(self, n: int) -> None:
+        """Make room for ``n`` new rows before a step assigns its slots (slots handed out in a
+        step stay valid for that step's kernel: device work runs in stream order)."""
+        if len(self._held) + n <= self.capacity:
+            return
+        if n > self.capacity:
+            self.table = torch.zeros((n, self.words), dtype=torch.int32, device=self.device)
+        self._slots, self._held = {}, []
+
+    def slot(self, row: torch.Tensor) -> int:
+        """The slot holding ``row`` (an int32 CPU row of at most ``words`` words; the words past
+        it are zero, i.e. those token ids stay blocked), uploading it on first sight."""
+        s = self._slots.get(id(row))
+        if s is not None:
+            return s
+        n = row.numel()
+        if row.dtype is not torch.int32 or row.dim() != 1 or n > self.words:
+            raise ValueError(f"a mask row must be 1-D int32 with at most {self.words} words, got "
+                             f"{row.dim()}-D {row.dtype} of {n}")
+        s = len(self._held)
+        if s >= self.capacity:
+            raise ValueError("DeviceRowCache is full: call reserve() before assigning a step's slots")
+        host = row.pin_memory() if self.device.type == "cuda" else row
+        self.table[s, :n].copy_(host, non_blocking=True)
+        if n < self.words:
+            self.table[s, n:] = 0
+        self._slots[id(row)] = s
+        self._held.append(row)
+        self.uploads += 1
+        return s

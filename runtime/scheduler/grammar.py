@@ -109,6 +109,7 @@ class GrammarManager:
         self.queue: List[Tuple[Req, object]] = []
         self.num_jumps = 0
         self.num_forced_tokens = 0
+        self._device_rows = None  # DeviceRowCache, made on the first CUDA step
 
     # ---- compilation queue ----------------------------------------------------------------
     def submit(self, req: Req) -> bool:
@@ -161,6 +162,39 @@ class GrammarManager:
         rows = [i for i, r in enumerate(reqs) if r.grammar is not None and not (skip is not None and skip[i])]
         if not rows:
             return
+        if logits.is_cuda:
+            rows = self._apply_cached_rows(reqs, rows, logits)
+            if not rows:
+                return
+        self._apply_host_rows(reqs, rows, logits)
+
+    def _apply_cached_rows(self, reqs: Sequence[Req], rows: List[int], logits: torch.Tensor) -> List[int]:
+        """Mask the rows whose state has a cached row from the device row cache (one index copy
+        and one kernel); returns the rows left for the host path (forced text, uncached states)."""
+        from sgl.runtime.constrained.vocab_mask import DeviceRowCache, apply_token_bitmask_rows_, bitmask_words
+
+        cache = self._device_rows
+        if cache is None or cache.device != logits.device:
+            cache = self._device_rows = DeviceRowCache(bitmask_words(self.vocab_size), logits.device)
+        cache.reserve(len(rows))
+        at, slots, rest = [], [], []
+        for i in rows:
+            row = reqs[i].grammar.plain_row()
+            if row is None or row.numel() > cache.words:
+                rest.append(i)
+            else:
+                at.append(i)
+                slots.append(cache.slot(row))
+        if at:
+            index = torch.tensor([at, slots], dtype=torch.int32, pin_memory=logits.is_cuda)
+            index = index.to(logits.device, non_blocking=True)
+            with torch.inference_mode():  # the forward's logits are inference tensors
+                apply_token_bitmask_rows_(logits, cache.table, index[0], index[1])
+        return rest
+
+    def _apply_host_rows(self, reqs: Sequence[Req], rows: List[int], logits: torch.Tensor) -> None:
+        """Fill the given rows into a host mask, copy it over, mask (the CPU path, and on CUDA the
+        rows that force text or whose state has no cached row yet)."""
         from sgl.runtime.constrained import BaseGrammar
         from sgl.runtime.constrained.vocab_mask import RowWriter, apply_token_bitmask_rows_
 

@@ -235,6 +235,17 @@ def test_manager_masks_equal_with_and_without_the_fast_path(compile_json, tokeni
     slow = logits.clone()
     gm.apply_masks(reqs, slow)
     assert torch.equal(fast, slow)
+    monkeypatch.undo()
+    cached = logits.clone()  # the CUDA path (device row cache, gathered by slot), run here on CPU
+    rest = gm._apply_cached_rows(reqs, [0, 1, 2, 3], cached)
+    assert 2 in rest or gm._device_rows.uploads >= 1
+    assert 1 in rest and 3 in rest  # forced text and a finished grammar take the host path
+    gm._apply_host_rows(reqs, rest, cached)
+    assert torch.equal(cached, slow)
+    uploads = gm._device_rows.uploads
+    again = logits.clone()
+    gm._apply_host_rows(reqs, gm._apply_cached_rows(reqs, [0, 1, 2, 3], again), again)
+    assert torch.equal(again, slow) and gm._device_rows.uploads == uploads  # rows are uploaded once
     assert torch.equal(fast[4], logits[4])  # the free row is untouched
     assert 1 <= torch.isfinite(fast[1]).sum() <= 5  # 'ory"' is forced
     assert 100 < torch.isfinite(fast[2]).sum() < VOCAB and torch.isfinite(fast[3]).sum() == 1
@@ -244,3 +255,21 @@ def BaseGrammarMask(vocab: int) -> torch.Tensor:
     from sgl.runtime.constrained.base import BaseGrammar
 
     return BaseGrammar.allocate_vocab_mask(vocab, 1)
+
+
+def test_states_with_equal_rows_share_one_row(compile_json, tokenizer):
+    """The counted characters of a bounded string are a state each, with the same allowed tokens:
+    their cached rows are one tensor (one device slot in the scheduler's row cache)."""
+    # far from the bound (the longest token is much shorter than 300 characters) every count's row is the same
+    base = compile_json({"type": "object", "properties": {"s": {"type": "string", "maxLength": 300}},
+                         "required": ["s"]})
+    g = base.copy()
+    for tid in tokenizer.encode('{"s": "', add_special_tokens=False):
+        g.accept_token(tid)
+    rows = []
+    for tid in tokenizer.encode("abcdefgh", add_special_tokens=False):
+        g.fill_vocab_mask(BaseGrammarMask(VOCAB), 0)
+        rows.append(g.plain_row())
+        g.accept_token(tid)
+    assert all(r is not None for r in rows) and len(rows) >= 3
+    assert len({id(r) for r in rows}) == 1, "equal rows of different states should be one tensor"

@@ -98,3 +98,36 @@ def test_row_writer_puts_whole_rows_and_refuses_others():
         writer.put(3, row)
     with pytest.raises(ValueError, match="int32"):
         RowWriter(mask.long())
+
+
+def test_device_row_cache_uploads_once_pads_and_starts_over_when_full():
+    from sgl.runtime.constrained.vocab_mask import DeviceRowCache
+
+    cache = DeviceRowCache(words=4, device="cpu", capacity=3)
+    a, b = bitmask_from_allowed([1, 2], 64), bitmask_from_allowed([70, 100], 128)
+    sa, sb = cache.slot(a), cache.slot(b)
+    assert (sa, sb) == (0, 1) and cache.slot(a) == 0 and cache.uploads == 2
+    assert unpack_bitmask(cache.table[0:1], 128).nonzero()[:, 1].tolist() == [1, 2]  # words past a row: blocked
+    assert unpack_bitmask(cache.table[1:2], 128).nonzero()[:, 1].tolist() == [70, 100]
+    cache.reserve(1)  # room for one more: nothing dropped
+    assert cache.slot(a) == 0
+    cache.reserve(2)  # would overflow: every slot dropped, rows uploaded again when seen
+    assert cache.slot(b) == 0 and cache.uploads == 3
+    cache.reserve(5)  # a step with more rows than the table: it grows
+    assert cache.capacity == 5 and cache.slot(a) == 0
+    with pytest.raises(ValueError, match="at most 4 words"):
+        cache.slot(torch.zeros(5, dtype=torch.int32))
+    with pytest.raises(ValueError, match="int32"):
+        cache.slot(torch.zeros(2, dtype=torch.int64))
+
+
+def test_rows_masked_from_a_gathered_table():
+    from sgl.runtime.constrained.vocab_mask import apply_token_bitmask_rows_
+
+    table = torch.stack([bitmask_from_allowed([3], 96), bitmask_from_allowed([5, 90], 96)])
+    logits = torch.zeros(3, 96)
+    apply_token_bitmask_rows_(logits, table, torch.tensor([2, 0], dtype=torch.int32),
+                              torch.tensor([1, 1], dtype=torch.int32))
+    assert torch.isfinite(logits[0]).nonzero().flatten().tolist() == [5, 90]
+    assert torch.isfinite(logits[1]).all()
+    assert torch.isfinite(logits[2]).nonzero().flatten().tolist() == [5, 90]

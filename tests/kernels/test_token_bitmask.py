@@ -33,6 +33,16 @@ def test_kernel_matches_oracle(device, gen, bs, vocab, words, rows):
     assert torch.equal(got.cpu(), want)
 
 
+def test_kernel_gathers_rows_from_a_table(device, gen):
+    """mask_rows: row rows[i] of the logits takes table row mask_rows[i] (the scheduler's device row cache)."""
+    logits, bits, idx = _case(gen, 5, 5000, 157, [4, 0, 2, 1])
+    slots = torch.tensor([1, 3, 1, 0], dtype=torch.int32)
+    want = R.apply_token_bitmask_rows_ref(logits, bits[slots.long()], idx)
+    got = logits.to(device)
+    apply_token_bitmask_rows_(got, bits.to(device), idx.to(device), slots.to(device))
+    assert torch.equal(got.cpu(), want)
+
+
 def test_torch_path_matches_oracle(gen):
     logits, bits, idx = _case(gen, 5, 300, 10, [4, 1, 3])
     want = R.apply_token_bitmask_rows_ref(logits, bits, idx)
