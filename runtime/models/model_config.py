@@ -85,7 +85,7 @@ class ModelConfig:
             device=server_args.device,
             trust_remote_code=server_args.trust_remote_code,
             allow_longer_context=getattr(server_args, "enable_hip_attention", False),
-            is_embedding=server_args.is_embedding,
+            is_embedding=getattr(server_args, "is_embedding", False),
         )
 
     @classmethod
