@@ -1,5 +1,5 @@
-"""Pooling models on the Llama decoder: embedding models (`LlamaEmbeddingModel`, e5-mistral's
-`MistralModel`, `Qwen2Model`) and reward / classification models
+"""Pooling models on the Llama decoder: embedding models (`LlamaEmbeddingModel`, `LlamaModel`,
+e5-mistral's `MistralModel`, `Qwen2Model`) and reward / classification models
 (`LlamaForSequenceClassification`, Skywork-Reward style: a `score` head on the last token).
 
 They run prefill only. The forward returns the final hidden states like a causal LM's; the
@@ -64,6 +64,14 @@ class LlamaEmbeddingModel(PoolingModel):
     pass
 
 
+class LlamaBaseModel(PoolingModel):
+    """HF's `LlamaModel` (a base-model checkpoint saved without a head): the registry keys classes
+    by `__name__`, and the decoder class of llama.py already holds that Python name."""
+
+
+LlamaBaseModel.__name__ = LlamaBaseModel.__qualname__ = "LlamaModel"
+
+
 class MistralModel(PoolingModel):
     """e5-mistral-7b-instruct's architecture name: the Llama decoder without an LM head."""
 
@@ -87,4 +95,4 @@ class LlamaForSequenceClassification(PoolingModel):
         return self.score(pooled.to(self.score.weight.dtype)).float()
 
 
-EntryClass = [LlamaEmbeddingModel, MistralModel, Qwen2Model, LlamaForSequenceClassification]
+EntryClass = [LlamaEmbeddingModel, LlamaBaseModel, MistralModel, Qwen2Model, LlamaForSequenceClassification]

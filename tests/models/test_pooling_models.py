@@ -101,7 +101,7 @@ def test_qwen2_base_model_loads_biased_projections():
 
 
 def test_pooling_architectures_are_registered():
-    for arch in ("LlamaEmbeddingModel", "MistralModel", "Qwen2Model", "LlamaForSequenceClassification"):
+    for arch in ("LlamaEmbeddingModel", "LlamaModel", "MistralModel", "Qwen2Model", "LlamaForSequenceClassification"):
         assert ModelRegistry.resolve_model_cls([arch])[1] == arch
 
 
