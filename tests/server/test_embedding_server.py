@@ -1,26 +1,41 @@
-"""A server launched with --is-embedding on the default model: /encode, /classify, /v1/embeddings
-(with the official openai client, base64 and float), and the 400s of both kinds of server."""
+"""A server launched with --is-embedding on the default model (through `sgl.Runtime`): /encode,
+/classify, /v1/embeddings (with the official openai client, base64 and float), `Runtime.encode`,
+and the 400s of both kinds of server."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
+import requests
 
 from sgl.runtime.models.model_config import NOT_EMBEDDING_MODEL, NOT_GENERATION_MODEL
-from sgltest.server_process import ServerProcess
 
 TEXTS = ["The capital of France is", "1, 2, 3,"]
 
 
+class _Http:
+    def __init__(self, runtime):
+        self.runtime, self.url = runtime, runtime.url
+
+    def get(self, path, **kw):
+        return requests.get(self.url + path, timeout=300, **kw)
+
+    def post(self, path, **kw):
+        return requests.post(self.url + path, timeout=300, **kw)
+
+
 @pytest.fixture(scope="module")
 def embed_server():
-    proc = ServerProcess(["--is-embedding", "--max-total-tokens", "4096", "--dtype", "float32"])
+    import sgl
+
+    runtime = sgl.Runtime(is_embedding=True, max_total_tokens=4096, dtype="float32")
     try:
-        yield proc
+        yield _Http(runtime)
     finally:
-        proc.stop()
+        runtime.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -49,11 +64,11 @@ def test_encode_and_classify(embed_server, tokenizer):
     assert by_ids["embedding"] == pytest.approx(batch[1]["embedding"], abs=1e-5)
     classified = embed_server.post("/classify", json={"text": TEXTS[0]}).json()
     assert classified["embedding"] == pytest.approx(one["embedding"], abs=1e-5)
+    through_runtime = json.loads(embed_server.runtime.encode(TEXTS[0]))
+    assert through_runtime["embedding"] == pytest.approx(one["embedding"], abs=1e-5)
 
 
 def requests_put(server, path, body):
-    import requests
-
     return requests.put(server.url + path, json=body, timeout=300).json()
 
 
