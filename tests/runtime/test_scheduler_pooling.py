@@ -75,3 +75,20 @@ def test_generation_and_embedding_requests_meet_the_other_model(make_embedder, m
     generator.handle(TokenizedEmbeddingReqInput("e", "Hello", tokenizer.encode("Hello")))
     out = run_all(generator)["e"]["out"]
     assert out.finished_reason.to_json()["message"] == NOT_EMBEDDING_MODEL and out.embedding is None
+
+
+def test_one_batch_for_several_prompts_and_abort_mid_chunk(make_embedder, tokenizer):
+    sched = make_embedder(chunked_prefill_size=64)
+    for i, p in enumerate(PROMPTS):
+        sched.handle(TokenizedEmbeddingReqInput(f"b{i}", p, tokenizer.encode(p)))
+    outs = sched.step()  # every prompt fits the chunk: one forward embeds them all
+    assert sorted(o.rid for o in outs) == ["b0", "b1", "b2"] and all(o.embedding is not None for o in outs)
+    assert not sched.has_work()
+    sched = make_embedder(chunked_prefill_size=8)
+    long_ids = tokenizer.encode(" ".join(PROMPTS * 3))
+    sched.handle(TokenizedEmbeddingReqInput("long", None, long_ids))
+    assert sched.step() == [] and sched.chunked_req is not None
+    sched.abort("long")
+    out = run_all(sched)["long"]["out"]
+    assert out.finished_reason.to_json()["type"] == "abort" and out.embedding is None
+    sched.check_integrity()
