@@ -30,7 +30,8 @@ router = APIRouter()
 @router.put("/encode", name="encode_put")
 @router.post("/encode")
 async def encode(body: EncodeRequest, request: Request) -> Response:
-    obj = GenerateReqInput(text=body.text, input_ids=body.input_ids, rid=body.rid, log_metrics=body.log_metrics)
+    obj = GenerateReqInput(text=body.text, input_ids=body.input_ids, input_embeds=body.input_embeds,
+                           image_data=body.image_data, rid=body.rid, log_metrics=body.log_metrics)
     return json_response(await encode_once(get_state(request), obj, request))
 
 

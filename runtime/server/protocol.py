@@ -68,13 +68,17 @@ class GenerateRequest(BaseModel):
 
 
 class EncodeRequest(BaseModel):
-    """`/encode` and `/classify` (SGLang's EmbeddingReqInput): a prompt or a batch of prompts."""
+    """`/encode` and `/classify` (SGLang's EmbeddingReqInput): a prompt or a batch of prompts.
+    `sampling_params` is accepted and ignored, as in SGLang (nothing is sampled)."""
 
     model_config = ConfigDict(extra="forbid")
 
     text: Optional[Union[str, List[str]]] = None
     input_ids: Optional[Union[List[int], List[List[int]]]] = None
+    input_embeds: Optional[List[Any]] = None
+    image_data: Optional[Union[str, List[Any]]] = None
     rid: Optional[Union[str, List[str]]] = None
+    sampling_params: Optional[Union[Dict[str, Any], List[Dict[str, Any]]]] = None
     log_metrics: bool = True
 
 

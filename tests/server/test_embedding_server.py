@@ -101,8 +101,10 @@ def test_embedding_server_refusals(embed_server):
     err = _error(embed_server.post("/v1/embeddings", json={"model": "m", "input": "x", "dimensions": 64}))
     assert err["param"] == "dimensions"
     _error(embed_server.post("/v1/embeddings", json={"model": "m", "input": [10**9]}))
-    _error(embed_server.post("/encode", json={"text": "x", "sampling_params": {}}))
-    _error(embed_server.post("/encode", json={}))
+    assert embed_server.post("/encode", json={"text": "x", "sampling_params": {"max_new_tokens": 9}}).status_code == 200
+    for body in ({}, {"text": "x", "input_ids": [1]}, {"text": "x", "image_data": "a.png"}, {"text": "x", "stream": True},
+                 {"input_embeds": [[0.1]]}, {"text": 5}):
+        _error(embed_server.post("/encode", json=body))
 
 
 def test_embedding_server_health_and_info(embed_server):
