@@ -1,6 +1,7 @@
 """Pooling models on the Llama decoder: embedding models (`LlamaEmbeddingModel`, `LlamaModel`,
 e5-mistral's `MistralModel`, `Qwen2Model`) and reward / classification models
-(`LlamaForSequenceClassification`, Skywork-Reward style: a `score` head on the last token).
+(`LlamaForSequenceClassification`, Skywork-Reward style: a `score` head on the last token; the
+Mistral and Qwen2 ones alike).
 
 They run prefill only. The forward returns the final hidden states like a causal LM's; the
 scheduler pools them per request (layers/pooler.py) and `embedding_head` turns the pooled vector
@@ -95,4 +96,13 @@ class LlamaForSequenceClassification(PoolingModel):
         return self.score(pooled.to(self.score.weight.dtype)).float()
 
 
-EntryClass = [LlamaEmbeddingModel, LlamaBaseModel, MistralModel, Qwen2Model, LlamaForSequenceClassification]
+class MistralForSequenceClassification(LlamaForSequenceClassification):
+    pass
+
+
+class Qwen2ForSequenceClassification(LlamaForSequenceClassification):
+    qkv_bias = True
+
+
+EntryClass = [LlamaEmbeddingModel, LlamaBaseModel, MistralModel, Qwen2Model, LlamaForSequenceClassification,
+              MistralForSequenceClassification, Qwen2ForSequenceClassification]

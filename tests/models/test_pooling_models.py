@@ -87,6 +87,23 @@ def test_llama_sequence_classification_matches_hf(num_labels):
 
 
 @torch.no_grad()
+def test_qwen2_sequence_classification_matches_hf():
+    from sgl.runtime.models.llama_embedding import Qwen2ForSequenceClassification
+
+    torch.manual_seed(0)
+    config = transformers.Qwen2Config(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                                      num_labels=2, pad_token_id=0)
+    config._attn_implementation = "eager"
+    hf = transformers.Qwen2ForSequenceClassification(config).float().eval()
+    ours = _ours(Qwen2ForSequenceClassification, hf, config)
+    fb = make_forward_batch(SEQS[:1])
+    pooled = pool_rows(ours(fb.input_ids, fb.positions, fb), fb.extend_seq_lens_cpu, PoolingType.LAST)
+    torch.testing.assert_close(ours.embedding_head(pooled, [len(SEQS[0])]), hf(torch.tensor(SEQS[:1])).logits,
+                               atol=1e-4, rtol=1e-4)
+
+
+@torch.no_grad()
 def test_qwen2_base_model_loads_biased_projections():
     torch.manual_seed(0)
     config = transformers.Qwen2Config(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
@@ -101,7 +118,8 @@ def test_qwen2_base_model_loads_biased_projections():
 
 
 def test_pooling_architectures_are_registered():
-    for arch in ("LlamaEmbeddingModel", "LlamaModel", "MistralModel", "Qwen2Model", "LlamaForSequenceClassification"):
+    for arch in ("LlamaEmbeddingModel", "LlamaModel", "MistralModel", "Qwen2Model", "LlamaForSequenceClassification",
+                 "MistralForSequenceClassification", "Qwen2ForSequenceClassification"):
         assert ModelRegistry.resolve_model_cls([arch])[1] == arch
 
 

@@ -33,12 +33,9 @@ def test_encode_single_batch_and_ids(embedder, tokenizer):
     assert by_batch_ids[1]["embedding"] == pytest.approx(batch[1]["embedding"], abs=1e-5)
 
 
-def test_encode_equals_the_models_last_hidden_state(embedder, tokenizer):
+def test_encode_equals_the_models_last_hidden_state(embedder, tokenizer, base_runner):
     """The oracle: one plain forward of the same float32 weights (tests/runtime/conftest)."""
-    from sgl.runtime.models.loader import load_model
-    from sgl.runtime.models.model_config import ModelConfig
-
-    model = load_model(ModelConfig.load(embedder.server_args.model_path, dtype="float32", device="cpu"), device="cpu")
+    model = base_runner.model
     ids = tokenizer.encode("def add(a, b):\n    return a + b")
     with torch.no_grad():
         fb = make_forward_batch([ids])
