@@ -89,8 +89,9 @@ class ServerArgs:
         "name less its quantization tag, a directory's name, or the shipped config's name).")
     chat_template: Optional[str] = _f(None, "Built-in template name, .jinja/.json file or Jinja source. "
                                       "Unset: the tokenizer's.")
-    is_embedding: bool = _f(False, "Serve the model as an embedding model. Not built yet: refused.",
-                            unsupported=Unsupported("embedding models (/encode, /v1/embeddings) are not served yet"))
+    is_embedding: bool = _f(False, "Serve a causal LM as an embedding model: prefill only, the last token's "
+                            "hidden state L2-normalized (/encode, /v1/embeddings). Pooling architectures "
+                            "(LlamaEmbeddingModel, *ForSequenceClassification, ...) need no flag.")
     revision: Optional[str] = _f(None, "Model hub revision. Refused: " + _LOCAL_ONLY + ".",
                                  unsupported=Unsupported(_LOCAL_ONLY))
     json_model_override_args: str = _f("{}", "JSON object merged into the model's HF config.")

@@ -111,6 +111,7 @@ class Detokenizer:
             input_top_logprobs=st.input_top_logprobs,
             output_token_logprobs=list(st.output_token_logprobs),
             output_top_logprobs=list(st.output_top_logprobs),
+            embedding=out.embedding,
         )
 
 

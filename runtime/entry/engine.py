@@ -13,7 +13,7 @@ import atexit
 import threading
 from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Union
 
-from sgl.runtime.tokenizer.generate_input import GenerateReqInput
+from sgl.runtime.tokenizer.generate_input import GenerateReqInput, prompt_input
 from sgl.runtime.server_args import ServerArgs
 
 _END = object()
@@ -136,11 +136,12 @@ class Engine:
         state = self._call(self.tokenizer_manager.get_internal_state())
         return {**self.server_args.to_dict(), **state, "version": _version()}
 
-    def encode(self, prompt: Union[str, List[str]]):
-        raise ValueError(
-            "This model does not appear to be an embedding model by default. "
-            "Please add `--is-embedding` when launching the server or try another model."
-        )
+    def encode(self, prompt: Union[str, List[str], List[int], List[List[int]]],
+               rid: Optional[Union[str, List[str]]] = None) -> Union[Dict, List[Dict]]:
+        """SGLang's Engine.encode: {"embedding": [...], "meta_info": {...}} for one prompt, a list
+        for a batch. Token ids are accepted too (a list of ints, or a list of lists). A model not
+        served as an embedding / reward model raises SGLang's ValueError."""
+        return self._call(self.tokenizer_manager.encode_request(prompt_input(prompt, rid)))
 
     def shutdown(self) -> None:
         if getattr(self, "_closed", True):

@@ -19,6 +19,8 @@ from sgl.runtime.executor.forward_batch import ForwardBatch, ForwardMode
 from sgl.runtime.executor.host_to_device import to_device
 from sgl.runtime.mem.memory_pool import ReqToTokenPool, TokenToKVPool
 from sgl.runtime.executor.cpu_threads import cpu_threads
+from sgl.runtime.layers.pooler import Pooler, pool_rows, pooling_type_of
+from sgl.runtime.models.llama_embedding import PoolingModel
 from sgl.runtime.models.model_config import ModelConfig
 from sgl.runtime.models.loader import load_model
 from sgl.runtime.server_args import ServerArgs
@@ -59,6 +61,7 @@ class ModelRunner:
             model = load_model(self.model_config, server_args.load_format, self.device, self.dtype)
         self.model = model
         self.model.eval()
+        self.pooler = None if self.model_config.is_generation else pooler_of(self.model)
         if self.device == "cpu":
             from sgl.runtime.layers.cpu_gemm import pack_model
 
@@ -141,6 +144,8 @@ class ModelRunner:
 
     def _make_cuda_graph_runner(self):
         sa = self.server_args
+        if not self.model_config.is_generation:
+            return None  # pooling models never decode
         if self.device != "cuda" or sa.disable_cuda_graph:
             if sa.enable_torch_compile:
                 logger.warning("--enable-torch-compile compiles the CUDA-graph decode path; ignored without CUDA graphs")
@@ -194,6 +199,23 @@ class ModelRunner:
                 return LogitsOutput(self.model.compute_logits(hidden), [None] * fb.batch_size)
             return self._extend_logits(batch, hidden)
 
+    @torch.inference_mode()
+    def forward_pooled(self, batch) -> torch.Tensor:
+        """An extend batch of a pooling model -> float32 [bs, hidden]: per request, this forward's
+        part of the pooling (layers/pooler.py); the scheduler combines a chunked prompt's parts."""
+        fb = self.build_forward_batch(batch)
+        with self.busy_timer.measure():
+            self.attn_backend.init_forward_metadata(fb)
+            hidden = self.model.forward(fb.input_ids, fb.positions, fb)
+            return pool_rows(hidden, batch.extend_lens, self.pooler.pooling_type)
+
+    @torch.inference_mode()
+    def embedding_head(self, pooled: torch.Tensor, num_tokens: List[int]) -> torch.Tensor:
+        """Whole prompts' pooled reductions [k, hidden] -> float32 embeddings or scores [k, dim]."""
+        if isinstance(self.model, PoolingModel):
+            return self.model.embedding_head(pooled, num_tokens)
+        return self.pooler.finish(pooled, num_tokens)  # a causal LM under --is-embedding
+
     def _extend_logits(self, batch, hidden: torch.Tensor) -> LogitsOutput:
         rows, spans, start = [], [], 0
         for req, pre, ext in zip(batch.reqs, batch.prefix_lens, batch.extend_lens):
@@ -207,6 +229,14 @@ class ModelRunner:
         last = to_device([a + n - 1 for a, n in spans], torch.int64, logits.device)
         inputs = [logits[a : a + n - 1] if n > 1 else None for a, n in spans]
         return LogitsOutput(logits[last], inputs)
+
+
+def pooler_of(model) -> Pooler:
+    """A pooling model's own pooler; a causal LM served with --is-embedding pools like SGLang's
+    (the last token, L2-normalized, unless the config's `pooling_type` says mean)."""
+    if isinstance(model, PoolingModel):
+        return model.pooler
+    return Pooler(pooling_type_of(model.config), normalize=True)
 
 
 @torch.inference_mode()
@@ -257,7 +287,8 @@ def throwaway_extend(runner: "ModelRunner", extend_lens: List[int], prefix_lens:
     )
     fb.attn_backend.init_forward_metadata(fb)
     hidden = runner.model.forward(ids, fb.positions, fb)
-    logits = runner.model.compute_logits(hidden[torch.tensor(starts, device=dev) + ext_t - 1])
+    last = hidden[torch.tensor(starts, device=dev) + ext_t - 1]
+    logits = runner.model.compute_logits(last) if runner.model_config.is_generation else last
     if not cuda:
         return 0
     torch.cuda.synchronize()

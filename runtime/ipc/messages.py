@@ -1,6 +1,6 @@
 """What crosses processes: small picklable dataclasses sent over ZeroMQ.
 
-tokenizer manager -> scheduler: TokenizedGenerateReqInput, AbortReq, FlushCacheReq, GetInternalStateReq
+tokenizer manager -> scheduler: TokenizedGenerateReqInput, TokenizedEmbeddingReqInput, AbortReq, FlushCacheReq, GetInternalStateReq
 scheduler -> detokenizer: BatchTokenIDOut (per-request deltas of output ids)
 detokenizer -> tokenizer manager: BatchStrOut (cumulative text)
 scheduler -> tokenizer manager: FlushCacheResp, GetInternalStateResp (through the detokenizer)
@@ -22,6 +22,15 @@ class TokenizedGenerateReqInput:
     logprob_start_len: int = -1
     top_logprobs_num: int = 0
     stream: bool = False
+
+
+@dataclass
+class TokenizedEmbeddingReqInput:
+    """An /encode, /classify or /v1/embeddings prompt: prefilled and pooled, never decoded."""
+
+    rid: str
+    input_text: Optional[str]
+    input_ids: List[int]
 
 
 @dataclass
@@ -73,6 +82,8 @@ class ReqOutput:
     # True when the output ids were rewritten (jump-forward re-tokenization): new_output_ids then
     # holds the whole output and the detokenizer starts that request over.
     rewrite: bool = False
+    # a pooling model's result (embedding, or reward scores) for a finished request
+    embedding: Optional[List[float]] = None
 
 
 @dataclass
@@ -91,6 +102,7 @@ class StrOutput:
     input_top_logprobs: Optional[list] = None
     output_token_logprobs: Optional[list] = None
     output_top_logprobs: Optional[list] = None
+    embedding: Optional[List[float]] = None
 
 
 @dataclass

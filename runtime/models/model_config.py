@@ -30,6 +30,13 @@ _DTYPE_NAMES = {
 _MODEL_TYPE_ARCH = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 
 
+# SGLang's words when a generation model is asked for embeddings, and ours for the reverse
+NOT_EMBEDDING_MODEL = ("This model does not appear to be an embedding model by default. "
+                       "Please add `--is-embedding` when launching the server or try another model.")
+NOT_GENERATION_MODEL = ("This model is served as an embedding / reward model (prefill only): it does not "
+                        "generate. Use /encode, /classify or /v1/embeddings, or launch without `--is-embedding`.")
+
+
 def builtin_config_names() -> list:
     if not os.path.isdir(BUILTIN_CONFIG_DIR):
         return []
@@ -59,6 +66,9 @@ class ModelConfig:
     vocab_size: int
     dtype: torch.dtype
     eos_token_ids: Set[int] = field(default_factory=set)
+    # False for pooling models (embedding / reward) and under --is-embedding: prefill only, served
+    # through /encode, /classify and /v1/embeddings
+    is_generation: bool = True
 
     @property
     def is_gguf(self) -> bool:
@@ -75,6 +85,7 @@ class ModelConfig:
             device=server_args.device,
             trust_remote_code=server_args.trust_remote_code,
             allow_longer_context=getattr(server_args, "enable_hip_attention", False),
+            is_embedding=getattr(server_args, "is_embedding", False),
         )
 
     @classmethod
@@ -88,6 +99,7 @@ class ModelConfig:
         device: Optional[str] = None,
         trust_remote_code: bool = False,
         allow_longer_context: bool = False,
+        is_embedding: bool = False,
     ) -> "ModelConfig":
         """`allow_longer_context`: a `context_length` past the trained window is accepted (HiP
         attention extends the context); otherwise it is a ValueError, as in SGLang, unless
@@ -95,16 +107,21 @@ class ModelConfig:
         path = resolve_model_path(model_path)
         fmt = resolve_load_format(path, load_format)
         hf_config = read_hf_config(path, trust_remote_code)
+        _read_sentence_transformers_pooling(path, hf_config)
         apply_overrides(hf_config, json_override)
         if context_length is not None and not allow_longer_context:
             _check_not_longer(hf_config, context_length)
-        return cls._from_hf_config(path, fmt, hf_config, context_length, dtype, device)
+        config = cls._from_hf_config(path, fmt, hf_config, context_length, dtype, device)
+        config.is_generation = config.is_generation and not is_embedding
+        return config
 
     @classmethod
     def _from_hf_config(cls, path, fmt, hf_config, context_length, dtype, device) -> "ModelConfig":
         from sgl.runtime.models.registry import ModelRegistry
 
-        _, arch = ModelRegistry.resolve_model_cls(hf_config.architectures)
+        from sgl.runtime.models.llama_embedding import PoolingModel
+
+        model_cls, arch = ModelRegistry.resolve_model_cls(hf_config.architectures)
         heads = hf_config.num_attention_heads
         return cls(
             model_path=path,
@@ -120,6 +137,7 @@ class ModelConfig:
             vocab_size=hf_config.vocab_size,
             dtype=resolve_dtype(dtype, hf_config, device),
             eos_token_ids=_eos_token_ids(path, hf_config),
+            is_generation=not issubclass(model_cls, PoolingModel),
         )
 
     def get_num_kv_heads(self, tp_size: int) -> int:
@@ -177,6 +195,20 @@ def read_hf_config(path: str, trust_remote_code: bool = False) -> PretrainedConf
             raise ValueError(f"config.json in {path!r} names no architectures and has unknown model_type {model_type!r}")
         config.architectures = [_MODEL_TYPE_ARCH[model_type]]
     return config
+
+
+def _read_sentence_transformers_pooling(path: str, hf_config: PretrainedConfig) -> None:
+    """A sentence-transformers checkpoint names its pooling in 1_Pooling/config.json; mean pooling
+    from there becomes `pooling_type` (layers/pooler.py) unless the config already sets one."""
+    pooling_file = os.path.join(path, "1_Pooling", "config.json")
+    if not os.path.isfile(pooling_file) or getattr(hf_config, "pooling_type", None):
+        return
+    with open(pooling_file) as f:
+        modes = json.load(f)
+    if modes.get("pooling_mode_mean_tokens"):
+        hf_config.pooling_type = "mean"
+    elif modes.get("pooling_mode_lasttoken"):
+        hf_config.pooling_type = "last"
 
 
 def apply_overrides(hf_config: PretrainedConfig, json_override: str) -> None:

@@ -65,6 +65,12 @@ class Req:
         # a token for the old output, which is dropped
         self.epoch = 0
 
+        # pooling models: the prompt's pooled reduction so far (over its chunks), the result, and
+        # whether every token's hidden state is needed (mean pooling: no cached prefix is skipped)
+        self.pooled: Optional[torch.Tensor] = None
+        self.embedding: Optional[List[float]] = None
+        self.pool_all_tokens = False
+
         # streaming bookkeeping
         self.send_offset = 0
         self.send_logprob_offset = 0
@@ -72,6 +78,8 @@ class Req:
     # ---- rounds ---------------------------------------------------------------------------
     def max_prefix_len(self) -> int:
         """At least one token is always recomputed so the next-token logits exist."""
+        if self.pool_all_tokens:
+            return 0
         n = len(self.origin_input_ids) + len(self.output_ids) - 1
         if self.return_logprob and self.logprob_start_len >= 0:
             n = min(n, self.logprob_start_len)

@@ -45,8 +45,11 @@ from sgl.runtime.ipc.messages import (
     GetInternalStateReq,
     GetInternalStateResp,
     ReqOutput,
+    TokenizedEmbeddingReqInput,
     TokenizedGenerateReqInput,
 )
+from sgl.runtime.models.model_config import NOT_EMBEDDING_MODEL, NOT_GENERATION_MODEL
+from sgl.runtime.sampling.params import SamplingParams
 from sgl.runtime.scheduler.admission import DecodeOutlook, PrefillAdder, outlook_item, reserved_future, runs_to_limit
 from sgl.runtime.scheduler.batch import ScheduleBatch
 from sgl.runtime.scheduler.grammar import GrammarManager, grammar_key
@@ -133,7 +136,9 @@ class Scheduler:
         self.new_token_ratio = self.init_new_token_ratio
         self.new_token_ratio_decay = (self.init_new_token_ratio - self.min_new_token_ratio) / 600
         self.decode_steps = 0
-        self.enable_overlap = not server_args.disable_overlap_schedule
+        self.is_generation = self.model_config.is_generation
+        # as SGLang: pooling models run one prefill batch at a time, nothing to overlap
+        self.enable_overlap = not server_args.disable_overlap_schedule and self.is_generation
         self._inflight: Optional[Launched] = None
         # Set when a prefill round admitted nothing (no memory or request slots); cleared when that
         # can change (a request finishes, is retracted or arrives), so a long queue that cannot run
@@ -162,6 +167,8 @@ class Scheduler:
         """Handle one message; return a direct response for control messages, else None."""
         if isinstance(msg, TokenizedGenerateReqInput):
             self._add_request(msg)
+        elif isinstance(msg, TokenizedEmbeddingReqInput):
+            self._add_embedding_request(msg)
         elif isinstance(msg, AbortReq):
             self.abort(msg.rid, msg.message)
         elif isinstance(msg, FlushCacheReq):
@@ -177,7 +184,7 @@ class Scheduler:
             msg.rid, msg.input_ids, msg.sampling_params, msg.input_text,
             msg.return_logprob, msg.logprob_start_len, msg.top_logprobs_num, msg.stream,
         )
-        error = self._validate(req)
+        error = self._validate(req) or (None if self.is_generation else NOT_GENERATION_MODEL)
         if error:
             self._fail(req, error)
             return
@@ -190,6 +197,18 @@ class Scheduler:
             else:
                 self.grammar.submit(req)
             return
+        self.waiting.append(req)
+        self._prefill_blocked = False
+
+    def _add_embedding_request(self, msg: TokenizedEmbeddingReqInput) -> None:
+        """A prompt to pool: prefilled like a request with max_new_tokens 0 (it finishes with
+        SGLang's finish_reason {"type": "length", "length": 0})."""
+        req = Req(msg.rid, msg.input_ids, SamplingParams(max_new_tokens=0), msg.input_text)
+        error = self._validate(req) or (NOT_EMBEDDING_MODEL if self.is_generation else None)
+        if error:
+            self._fail(req, error)
+            return
+        req.pool_all_tokens = self.model_runner.pooler.pooling_type.needs_every_token
         self.waiting.append(req)
         self._prefill_blocked = False
 
@@ -248,6 +267,8 @@ class Scheduler:
 
     def step(self) -> List[ReqOutput]:
         """One scheduling iteration; returns the per-request updates to send."""
+        if not self.is_generation:
+            return self._step_pooling()
         self._poll_grammars()
         outputs = []
         if self._inflight is not None and not self._can_overlap():
@@ -432,6 +453,40 @@ class Scheduler:
         self.req_to_token_pool.free(req.req_pool_idx)
         req.req_pool_idx = None
         self.chunked_req = req
+
+    # ---- pooling models -------------------------------------------------------------------
+    def _step_pooling(self) -> List[ReqOutput]:
+        """One prefill batch of a pooling model: each request's part of the pooling is kept across
+        the chunks of its prompt; a request whose last chunk ran gets its embedding and finishes."""
+        batch = self._get_new_prefill_batch()
+        outputs = []
+        if batch is not None:
+            pooled = self.model_runner.forward_pooled(batch)
+            done = []
+            for i, req in enumerate(batch.reqs):
+                more = req.pooled is not None and req.pool_all_tokens
+                req.pooled = req.pooled + pooled[i] if more else pooled[i]
+                if req.is_chunked:
+                    self._finish_chunk_round(req)
+                else:
+                    done.append(req)
+            outputs = self._finish_pooled(done)
+        pending, self._pending_outputs = self._pending_outputs, []
+        return pending + outputs
+
+    def _finish_pooled(self, reqs: List[Req]) -> List[ReqOutput]:
+        if not reqs:
+            return []
+        pooled = torch.stack([r.pooled for r in reqs])
+        embeddings = self.model_runner.embedding_head(pooled, [len(r.origin_input_ids) for r in reqs]).tolist()
+        outputs = []
+        for req, emb in zip(reqs, embeddings):
+            req.pooled = None
+            req.embedding = None if req.to_abort else emb
+            req.check_finished(self.eos_token_ids)
+            self.tree_cache.cache_finished_req(req)
+            outputs.append(self._make_output(req))
+        return outputs
 
     # ---- mixed chunked prefill -----------------------------------------------------------
     def _decode_fits_now(self) -> bool:
@@ -683,6 +738,7 @@ class Scheduler:
             no_stop_trim=getattr(sp, "no_stop_trim", False),
             stop_strs=list(getattr(sp, "stop_strs", None) or []),
             rewrite=rewrite,
+            embedding=req.embedding,
         )
         if req.return_logprob:
             self._attach_logprobs(req, out)

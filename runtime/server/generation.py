@@ -29,9 +29,20 @@ async def generate_once(state: ServerState, obj: GenerateReqInput, request: Requ
         result = await until_disconnect(request, agen.__anext__())
     finally:
         await agen.aclose()
+    _raise_if_any_rejected(result)
+    return result
+
+
+async def encode_once(state: ServerState, obj: GenerateReqInput, request: Request) -> Result:
+    """Embeddings (or reward scores) of a request's prompts: a dict, or a list for a batch."""
+    result = await until_disconnect(request, state.tm.encode_request(obj))
+    _raise_if_any_rejected(result)
+    return result
+
+
+def _raise_if_any_rejected(result: Result) -> None:
     for out in result if isinstance(result, list) else [result]:
         raise_if_rejected(out)
-    return result
 
 
 async def open_stream(state: ServerState, obj: GenerateReqInput,

@@ -9,16 +9,16 @@ from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse
 
 from sgl.runtime.sampling.params import SamplingParams
-from sgl.runtime.server import native_api, openai_api
+from sgl.runtime.server import embedding_api, native_api, openai_api
 from sgl.runtime.server.auth import ApiKeyMiddleware
 from sgl.runtime.server.errors import install_exception_handlers
-from sgl.runtime.server.protocol import ChatCompletionRequest, CompletionRequest, GenerateRequest
+from sgl.runtime.server.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, GenerateRequest
 from sgl.runtime.server.state import ServerState, get_state
 
 # Names a ValueError message may start with; they become the error's "param".
 KNOWN_PARAMS = (
     *SamplingParams.field_names(), *GenerateRequest.model_fields, *CompletionRequest.model_fields,
-    *ChatCompletionRequest.model_fields, "sampling_params",
+    *ChatCompletionRequest.model_fields, *EmbeddingRequest.model_fields, "sampling_params",
 )
 
 
@@ -30,6 +30,7 @@ def create_app(state: ServerState) -> FastAPI:
     app.state.started_at = int(time.time())
     app.include_router(native_api.router)
     app.include_router(openai_api.router)
+    app.include_router(embedding_api.router)
     if state.metrics is not None:
         app.add_api_route("/metrics", _metrics, methods=["GET"], response_class=PlainTextResponse)
     install_exception_handlers(app, KNOWN_PARAMS)

@@ -70,7 +70,7 @@ async def _serve(server_args: ServerArgs, core, signals: "_StartupSignals") -> i
     server = uvicorn.Server(config)
     outcome = _Outcome()
     tasks = [asyncio.create_task(_watch_runtime(state, server, outcome)),
-             asyncio.create_task(_warm_up(server_args, server, outcome))]
+             asyncio.create_task(_warm_up(server_args, server, outcome, core.model_config.is_generation))]
     signals.serving = True  # uvicorn handles SIGINT/SIGTERM from here on
     try:
         await server.serve()
@@ -102,26 +102,28 @@ async def _watch_runtime(state, server, outcome: _Outcome) -> None:
         return
 
 
-async def _warm_up(server_args: ServerArgs, server, outcome: _Outcome) -> None:
+async def _warm_up(server_args: ServerArgs, server, outcome: _Outcome, is_generation: bool = True) -> None:
     """One real request through HTTP before announcing readiness (SGLang's start-up check)."""
     while not server.started:
         await asyncio.sleep(0.05)
     if not server_args.skip_server_warmup:
         try:
-            await _send_warmup(server_args)
+            await _send_warmup(server_args, is_generation)
         except Exception as e:  # any failure means the server cannot serve
             outcome.fail(server, f"The warm-up request failed: {type(e).__name__}: {e}")
             return
     logger.info(READY_MESSAGE)
 
 
-async def _send_warmup(server_args: ServerArgs) -> None:
+async def _send_warmup(server_args: ServerArgs, is_generation: bool = True) -> None:
     import aiohttp
 
     host = server_args.host if server_args.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
-    url = f"http://{host}:{server_args.port}/generate"
+    # an embedding / reward model is warmed up through /encode (SGLang's choice too)
+    route, payload = ("/generate", {"sampling_params": {"temperature": 0, "max_new_tokens": 8}}) if is_generation \
+        else ("/encode", {})
+    url = f"http://{host}:{server_args.port}{route}"
     headers = {"Authorization": f"Bearer {server_args.api_key}"} if server_args.api_key else {}
-    payload = {"sampling_params": {"temperature": 0, "max_new_tokens": 8}}
     if server_args.skip_tokenizer_init:
         payload["input_ids"] = [10, 11, 12]
     else:

@@ -104,12 +104,13 @@ async def health(request: Request) -> Response:
 
 @router.get("/health_generate")
 async def health_generate(request: Request) -> Response:
-    """A real one-token generation through the whole pipeline."""
+    """A real one-token generation through the whole pipeline (an encode on a pooling model)."""
     state = get_state(request)
     obj = GenerateReqInput(input_ids=[0], sampling_params={"max_new_tokens": 1, "temperature": 0.7},
                            rid=HEALTH_RID_PREFIX + uuid.uuid4().hex, log_metrics=False)
+    work = _first(state.tm.generate_request(obj)) if state.is_generation else state.tm.encode_request(obj)
     try:
-        await asyncio.wait_for(_first(state.tm.generate_request(obj)), timeout=_HEALTH_TIMEOUT_S)
+        await asyncio.wait_for(work, timeout=_HEALTH_TIMEOUT_S)
     except Exception as e:  # any failure means unhealthy, whatever its kind
         return error_response(f"The health check generation failed: {type(e).__name__}: {e}", 503)
     return Response(status_code=200)
@@ -131,7 +132,7 @@ async def get_model_info(request: Request) -> Dict[str, Any]:
     state = get_state(request)
     args = state.server_args
     template = state.chat_template.source if state.chat_template is not None else None
-    return {"model_path": args.model_path, "tokenizer_path": args.tokenizer_path, "is_generation": True,
+    return {"model_path": args.model_path, "tokenizer_path": args.tokenizer_path, "is_generation": state.is_generation,
             "chat_template": template}
 
 

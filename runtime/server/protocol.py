@@ -67,6 +67,33 @@ class GenerateRequest(BaseModel):
     custom_logit_processor: Optional[Union[str, List[Optional[str]]]] = None
 
 
+class EncodeRequest(BaseModel):
+    """`/encode` and `/classify` (SGLang's EmbeddingReqInput): a prompt or a batch of prompts.
+    `sampling_params` is accepted and ignored, as in SGLang (nothing is sampled)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: Optional[Union[str, List[str]]] = None
+    input_ids: Optional[Union[List[int], List[List[int]]]] = None
+    input_embeds: Optional[List[Any]] = None
+    image_data: Optional[Union[str, List[Any]]] = None
+    rid: Optional[Union[str, List[str]]] = None
+    sampling_params: Optional[Union[Dict[str, Any], List[Dict[str, Any]]]] = None
+    log_metrics: bool = True
+
+
+class EmbeddingRequest(BaseModel):
+    """`/v1/embeddings`. `input`: a text, texts, one prompt's token ids, or several prompts' ids."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    input: Union[str, List[str], List[int], List[List[int]]]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: Optional[int] = Field(None, ge=1)
+    user: Optional[str] = None
+
+
 class FunctionCallRequest(BaseModel):
     """`/function_call` (SGLang v0.4.3; later `/parse_function_call`)."""
 

@@ -34,6 +34,10 @@ class ServerState:
     def vocab_size(self) -> int:
         return self.core.model_config.vocab_size
 
+    @property
+    def is_generation(self) -> bool:
+        return self.core.model_config.is_generation
+
     def is_alive(self) -> bool:
         return self.tm is not None and self.tm.dead_reason is None
 

@@ -146,6 +146,13 @@ class GenerateReqInput:
         return value
 
 
+def prompt_input(prompt: Any, rid: Any = None) -> GenerateReqInput:
+    """A prompt given as text(s) or token ids (a list of ints, or of lists of ints), as in
+    Engine.encode and /v1/embeddings' `input` -> the request."""
+    is_ids = isinstance(prompt, list) and bool(prompt) and not isinstance(prompt[0], str)
+    return GenerateReqInput(text=None if is_ids else prompt, input_ids=prompt if is_ids else None, rid=rid)
+
+
 def _check_ids(ids: Any) -> List[int]:
     if not isinstance(ids, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
         raise ValueError("input_ids must be a list of integers")

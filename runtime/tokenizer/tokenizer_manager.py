@@ -26,8 +26,10 @@ from sgl.runtime.ipc.messages import (
     GetInternalStateReq,
     GetInternalStateResp,
     StrOutput,
+    TokenizedEmbeddingReqInput,
     TokenizedGenerateReqInput,
 )
+from sgl.runtime.models.model_config import NOT_EMBEDDING_MODEL, NOT_GENERATION_MODEL
 from sgl.runtime.sampling.params import SamplingParams, choice_seed
 
 logger = logging.getLogger(__name__)
@@ -81,6 +83,8 @@ class TokenizerManager:
         """Yield results: for a stream, one dict per update (with "index" in a batch); otherwise one
         final dict (single request) or list (batch)."""
         self._check_alive()
+        if not self.model_config.is_generation:
+            raise ValueError(NOT_GENERATION_MODEL)
         items = obj.split()
         prepared = [self._prepare(item) for item in items]
         single = obj.is_single()
@@ -95,6 +99,16 @@ class TokenizerManager:
                 yield out
         else:
             yield await self._wait_all(prepared, single, is_disconnected)
+
+    async def encode_request(self, obj: GenerateReqInput, is_disconnected=None) -> Any:
+        """Embeddings (or reward scores) of the prompts of `obj` (text or input_ids, rid; nothing
+        else applies): one {"embedding", "meta_info"} dict, or a list for a batch."""
+        self._check_alive()
+        if self.model_config.is_generation:
+            raise ValueError(NOT_EMBEDDING_MODEL)
+        obj.sampling_params = {"max_new_tokens": 0}  # a prefill: the prompt limit is the only one
+        prepared = [self._prepare(item) for item in obj.split()]
+        return await self._wait_all(prepared, obj.is_single(), is_disconnected)
 
     async def flush_cache(self) -> bool:
         resp = await self._control(FlushCacheReq(), FlushCacheResp)
@@ -162,6 +176,9 @@ class TokenizerManager:
             raise ValueError(f"rid {item.rid!r} is already in use")
         state = ReqState()
         self.rid_to_state[item.rid] = state
+        if not self.model_config.is_generation:  # a pooling model serves nothing else
+            self.send_to_scheduler.send_pyobj(TokenizedEmbeddingReqInput(item.rid, item.text, list(ids)))
+            return state
         self.send_to_scheduler.send_pyobj(
             TokenizedGenerateReqInput(
                 rid=item.rid, input_text=item.text, input_ids=list(ids), sampling_params=params,
@@ -244,6 +261,9 @@ class TokenizerManager:
     # ---- results ------------------------------------------------------------------------
     def _result(self, item: SingleReq, state: ReqState) -> dict:
         out = state.latest
+        if out.embedding is not None:
+            meta = {"id": item.rid, "finish_reason": out.finished_reason, "prompt_tokens": out.meta["prompt_tokens"]}
+            return {"embedding": out.embedding, "meta_info": meta}
         meta = {"id": item.rid, **out.meta, "finish_reason": out.finished_reason}
         if item.return_logprob:
             self._add_logprobs(meta, out, item)

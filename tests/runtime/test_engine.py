@@ -125,3 +125,8 @@ def test_bad_model_paths_fail_at_once(tmp_path):
     fake.write_text("this is not a gguf file")
     with pytest.raises(ValueError, match="GGUF"):
         Engine(model_path=str(fake))
+
+
+def test_encode_needs_an_embedding_model(engine):
+    with pytest.raises(ValueError, match="does not appear to be an embedding model by default"):
+        engine.encode("Hello")

@@ -101,7 +101,7 @@ def _app(api_key=None, tm=None):
     from sgl.runtime.server_args import ServerArgs
 
     core = SimpleNamespace(tokenizer_manager=tm, tokenizer=None,
-                           model_config=SimpleNamespace(context_len=2048, vocab_size=1000))
+                           model_config=SimpleNamespace(context_len=2048, vocab_size=1000, is_generation=True))
     args = ServerArgs(model_path="dummy-not-loaded", tokenizer_path="dummy", api_key=api_key)
     return TestClient(create_app(ServerState(args, core)))
 

@@ -107,7 +107,7 @@ class FakeCore:
 
     def __init__(self, engine: FakeEngine) -> None:
         self.tokenizer = engine.tokenizer
-        self.model_config = SimpleNamespace(context_len=FAKE_CONTEXT_LEN, vocab_size=FAKE_VOCAB_SIZE)
+        self.model_config = SimpleNamespace(context_len=FAKE_CONTEXT_LEN, vocab_size=FAKE_VOCAB_SIZE, is_generation=True)
         self.tokenizer_manager = FakeTokenizerManager(engine)
 
 
