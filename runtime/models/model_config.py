@@ -27,7 +27,8 @@ _DTYPE_NAMES = {
 }
 
 # config.json written without `architectures` still names its model_type
-_MODEL_TYPE_ARCH = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+_MODEL_TYPE_ARCH = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
+                    "qwen3": "Qwen3ForCausalLM"}
 
 
 def builtin_config_names() -> list:
