@@ -28,7 +28,7 @@ _DTYPE_NAMES = {
 
 # config.json written without `architectures` still names its model_type
 _MODEL_TYPE_ARCH = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
-                    "qwen3": "Qwen3ForCausalLM"}
+                    "qwen3": "Qwen3ForCausalLM", "phi3": "Phi3ForCausalLM"}
 
 
 def builtin_config_names() -> list:

@@ -1,4 +1,4 @@
-"""Qwen3 against HF transformers on tiny random float32 checkpoints: logits of a
+"""Qwen3 and Phi-3 against HF transformers on tiny random float32 checkpoints: logits of a
 prefill, of a prefill over a cached prefix and of decode steps through the torch-native backend and
 a real KV pool, and greedy decoding through the scheduler; plus the built-in configs with dummy weights."""
 
@@ -24,17 +24,31 @@ PROMPTS = [[5, 17, 42, 99, 3, 250, 7, 64, 11, 12, 200, 31, 8], [1, 2, 3, 4, 5, 6
 NEW_TOKENS = 8
 
 
+def _longrope(rotary_half: int, gen: torch.Generator) -> dict:
+    return {"rope_type": "longrope", "short_factor": (1 + torch.rand(rotary_half, generator=gen)).tolist(),
+            "long_factor": (1 + 4 * torch.rand(rotary_half, generator=gen)).tolist()}
+
+
 def _configs():
+    gen = torch.Generator().manual_seed(0)
     return {
         # head_dim 32 is not hidden / heads: it must come from the config
         "qwen3": transformers.Qwen3Config(**BASE, head_dim=32, rope_theta=1e6, tie_word_embeddings=False),
         # use_sliding_window: HF windows the layers from max_window_layers on
         "qwen3-window": transformers.Qwen3Config(**BASE, use_sliding_window=True, sliding_window=4, max_window_layers=1),
+        "phi3": transformers.Phi3Config(**BASE, rope_theta=1e4, partial_rotary_factor=0.5, tie_word_embeddings=False,
+                                        pad_token_id=0),
+        # LongRoPE with the long factors: the window (256) passes the original one (2), and so do all prompts
+        "phi3-longrope": transformers.Phi3Config(**BASE, partial_rotary_factor=0.5, original_max_position_embeddings=2,
+                                                 rope_scaling=_longrope(4, gen), sliding_window=6, pad_token_id=0),
+        # the short factors: the window fits the original one
+        "phi3-shortrope": transformers.Phi3Config(**{**BASE, "max_position_embeddings": 64}, pad_token_id=0,
+                                                  original_max_position_embeddings=64, rope_scaling=_longrope(8, gen)),
     }
 
 
 CONFIGS = _configs()
-HF_CLASSES = {"qwen3": transformers.Qwen3ForCausalLM}
+HF_CLASSES = {"qwen3": transformers.Qwen3ForCausalLM, "phi3": transformers.Phi3ForCausalLM}
 
 
 def _hf_model(name: str):
@@ -124,6 +138,7 @@ SHRINK = {"num_hidden_layers": 2, "vocab_size": 1000}
 
 @pytest.mark.parametrize("name,arch,dims", [
     ("qwen3-8b", "Qwen3ForCausalLM", (4096, 36, 32, 8, 128, 151936, 40960)),
+    ("phi-3-mini-4k", "Phi3ForCausalLM", (3072, 32, 32, 32, 96, 32064, 4096)),
 ])
 def test_builtin_configs_load_dummy(name, arch, dims):
     full = ModelConfig.load(name, "dummy", device="cpu")
