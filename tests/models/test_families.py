@@ -1,4 +1,4 @@
-"""Qwen3 and Phi-3 against HF transformers on tiny random float32 checkpoints: logits of a
+"""Qwen3, Phi-3 and Gemma 2 against HF transformers on tiny random float32 checkpoints: logits of a
 prefill, of a prefill over a cached prefix and of decode steps through the torch-native backend and
 a real KV pool, and greedy decoding through the scheduler; plus the built-in configs with dummy weights."""
 
@@ -13,6 +13,7 @@ import transformers
 from sgltest.model_testing import CachedSequence
 from sgltest.runtime_helpers import run_all, submit
 from sgl.runtime.executor.model_runner import ModelRunner
+from sgl.runtime.layers.attention import RadixAttention, check_backend_supports
 from sgl.runtime.models.loader import load_model
 from sgl.runtime.models.model_config import ModelConfig
 from sgl.runtime.scheduler.scheduler import Scheduler
@@ -44,19 +45,23 @@ def _configs():
         # the short factors: the window fits the original one
         "phi3-shortrope": transformers.Phi3Config(**{**BASE, "max_position_embeddings": 64}, pad_token_id=0,
                                                   original_max_position_embeddings=64, rope_scaling=_longrope(8, gen)),
+        # the window (5) shorter than the prompts; caps small enough to bind (checked below)
+        "gemma2": transformers.Gemma2Config(**BASE, head_dim=32, query_pre_attn_scalar=24, sliding_window=5,
+                                            attn_logit_softcapping=3.0, final_logit_softcapping=4.0),
     }
 
 
 CONFIGS = _configs()
-HF_CLASSES = {"qwen3": transformers.Qwen3ForCausalLM, "phi3": transformers.Phi3ForCausalLM}
+HF_CLASSES = {"qwen3": transformers.Qwen3ForCausalLM, "phi3": transformers.Phi3ForCausalLM,
+              "gemma2": transformers.Gemma2ForCausalLM}
 
 
 def _hf_model(name: str):
     config = CONFIGS[name]
-    config._attn_implementation = "eager"
+    config._attn_implementation = "eager"  # HF's eager path is the one with soft-capping
     torch.manual_seed(0)
     model = HF_CLASSES[name.split("-")[0]](config).eval()
-    with torch.no_grad():  # HF's init leaves norms at 1 and biases at 0, hiding unloaded ones
+    with torch.no_grad():  # HF's init leaves norms at 1 (0 for Gemma) and biases at 0, hiding unloaded ones
         for pname, param in model.named_parameters():
             param.normal_(0.0, 0.3 if "norm" in pname else 0.15)
     return model
@@ -111,7 +116,7 @@ def test_cached_prefix_and_decode_logits_match_hf(family):
     expected = hf_logits(hf, ids)
     seq = cached(ours)
     close(seq.extend(ids[:4]), expected[:4])
-    close(seq.extend(ids[4:9]), expected[4:9])  # over a cached prefix longer than the window
+    close(seq.extend(ids[4:9]), expected[4:9])  # over a cached prefix longer than Gemma's window
     for i in range(9, len(ids)):
         close(seq.decode(ids[i]), expected[i : i + 1])
 
@@ -133,12 +138,55 @@ def test_greedy_decode_through_scheduler_matches_hf(family):
     assert again["ids"] == hf_greedy(hf, PROMPTS[0] + [6, 7])
 
 
+def _layers(model):
+    return [m for m in model.modules() if isinstance(m, RadixAttention)]
+
+
+def test_gemma2_caps_and_window_bind(tmp_path):
+    """The tiny Gemma 2's soft-caps and window change its logits (so the tests above would notice them
+    ignored), and the window is on the even layers."""
+    ours = _load_ours(_hf_model("gemma2"), tmp_path)
+    assert [layer.sliding_window_size for layer in _layers(ours)] == [4, -1]
+    assert all(layer.logit_cap == 3.0 for layer in _layers(ours))
+    ids = PROMPTS[0]
+    reference = cached(ours).extend(ids)
+    for attr, off in (("logit_cap", 0.0), ("sliding_window_size", -1)):
+        saved = [getattr(layer, attr) for layer in _layers(ours)]
+        for layer in _layers(ours):
+            setattr(layer, attr, off)
+        assert (cached(ours).extend(ids) - reference).abs().max() > 1e-2, attr
+        for layer, value in zip(_layers(ours), saved):
+            setattr(layer, attr, value)
+    ours.logits_processor.final_logit_softcapping = None
+    assert (cached(ours).extend(ids) - reference).abs().max() > 1e-2
+    assert reference.abs().max() < 4.0  # capped at final_logit_softcapping
+
+
+def test_backend_without_variants_is_refused(tmp_path):
+    ours = _load_ours(_hf_model("gemma2"), tmp_path)
+
+    class Plain:
+        supports_logit_cap = supports_sliding_window = False
+
+    with pytest.raises(ValueError, match="--attention-backend hip .*soft-capping"):
+        check_backend_supports(Plain(), ours, "hip")
+    Plain.supports_logit_cap = True
+    with pytest.raises(ValueError, match="--attention-backend hip .*sliding-window"):
+        check_backend_supports(Plain(), ours, "hip")
+    # the real HiP backend declares neither: the model runner refuses the model at start-up
+    sa = ServerArgs(model_path=str(tmp_path), attention_backend="hip", device="cpu", dtype="float32",
+                    max_total_tokens=256, log_level="error", skip_tokenizer_init=True)
+    with pytest.raises(ValueError, match="--attention-backend hip does not implement"):
+        ModelRunner(sa, model=ours)
+
+
 SHRINK = {"num_hidden_layers": 2, "vocab_size": 1000}
 
 
 @pytest.mark.parametrize("name,arch,dims", [
     ("qwen3-8b", "Qwen3ForCausalLM", (4096, 36, 32, 8, 128, 151936, 40960)),
     ("phi-3-mini-4k", "Phi3ForCausalLM", (3072, 32, 32, 32, 96, 32064, 4096)),
+    ("gemma-2-9b", "Gemma2ForCausalLM", (3584, 42, 16, 8, 256, 256000, 8192)),
 ])
 def test_builtin_configs_load_dummy(name, arch, dims):
     full = ModelConfig.load(name, "dummy", device="cpu")
@@ -152,3 +200,7 @@ def test_builtin_configs_load_dummy(name, arch, dims):
     seq = CachedSequence(model, config.num_key_value_heads, config.head_dim, 2, dtype=torch.bfloat16)
     assert torch.isfinite(seq.extend([1, 2, 3, 999])).all() and torch.isfinite(seq.decode(5)).all()
 
+
+def test_gemma2_float32_checkpoint_serves_in_bf16_on_gpu():
+    assert ModelConfig.load("gemma-2-9b", "dummy", device="cuda").dtype == torch.bfloat16
+    assert ModelConfig.load("qwen3-8b", "dummy", device="cuda").dtype == torch.bfloat16
