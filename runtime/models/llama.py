@@ -54,6 +54,9 @@ def attention_window(config: PretrainedConfig, layer_id: int) -> Optional[int]:
     if int(window) < 1:
         raise ValueError(f"sliding_window must be a positive number of tokens, got {window}")
     types = getattr(config, "layer_types", None)
+    if types is not None and len(types) <= layer_id:
+        raise ValueError(f"layer_types names {len(types)} layers, but the config has num_hidden_layers "
+                         f"{config.num_hidden_layers}: give layer_types one entry per layer")
     return int(window) if types is None or types[layer_id] == "sliding_attention" else None
 
 

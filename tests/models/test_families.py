@@ -201,6 +201,13 @@ def test_builtin_configs_load_dummy(name, arch, dims):
     assert torch.isfinite(seq.extend([1, 2, 3, 999])).all() and torch.isfinite(seq.decode(5)).all()
 
 
+def test_layer_types_shorter_than_the_layers_is_an_error():
+    override = json.dumps({"num_hidden_layers": 50, "vocab_size": 1000, "hidden_size": 64, "intermediate_size": 64})
+    config = ModelConfig.load("gemma-2-9b", "dummy", json_override=override, device="cpu")
+    with pytest.raises(ValueError, match="layer_types"):
+        load_model(config)
+
+
 def test_gemma2_float32_checkpoint_serves_in_bf16_on_gpu():
     assert ModelConfig.load("gemma-2-9b", "dummy", device="cuda").dtype == torch.bfloat16
     assert ModelConfig.load("qwen3-8b", "dummy", device="cuda").dtype == torch.bfloat16
