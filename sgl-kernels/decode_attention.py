@@ -16,6 +16,10 @@ Algorithm (two launches):
   The split count depends on seq_len, which only the device knows: both kernels compute it from
   seq_lens, so nothing is planned on the host and the launch shapes depend only on B (CUDA-graph
   safe). Splits past n_b exit at once.
+Variants (compiled in only when used): `logit_cap` > 0 soft-caps the scaled scores,
+s -> cap * tanh(s / cap), before the softmax; `window` >= 0 keeps only the keys at positions
+>= seq_len - 1 - window (a sliding window): blocks wholly before it are skipped, so a split left
+without keys is empty (weight 0 in the reduce).
 
 Shapes: q [B, H, D]; k_buf, v_buf [S, KVH, D] (any float dtype, fp8 included: converted to q's
 dtype on load); req_to_token [rows, max_ctx] int32; req_pool_indices, seq_lens [B] int;
@@ -56,6 +60,13 @@ def default_decode_config(interpreting: bool = False) -> DecodeConfig:
 
 
 @triton.jit
+def soft_cap(x, cap):
+    """cap * tanh(x / cap), through the sigmoid (tanh(y) = 2 sigmoid(2y) - 1: no libdevice call, and it
+    runs under the interpreter)."""
+    return cap * (2.0 * tl.sigmoid(2.0 * x / cap) - 1.0)
+
+
+@triton.jit
 def _num_splits(seq_len, max_splits, MIN_SPLIT: tl.constexpr):
     """Splits used by a request of `seq_len` keys (both kernels must agree)."""
     return tl.minimum(tl.maximum(tl.cdiv(seq_len, MIN_SPLIT), 1), max_splits)
@@ -66,9 +77,10 @@ def _decode_split_kernel(
     Q, K, V, ReqToToken, ReqPoolIdx, SeqLens, MidO, MidLse,
     stride_qb, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_r2t,
     stride_mob, stride_moh, stride_mos, stride_mlb, stride_mlh,
-    qk_scale, kv_group, head_blocks, max_splits, head_dim, v_head_dim,
+    qk_scale, kv_group, head_blocks, max_splits, head_dim, v_head_dim, logit_cap, window,
     MIN_SPLIT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, DOT_F32: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    HAS_CAP: tl.constexpr, HAS_WINDOW: tl.constexpr,
 ):
     b = tl.program_id(0)
     kv_head = tl.program_id(1) // head_blocks
@@ -82,6 +94,10 @@ def _decode_split_kernel(
     per_split = tl.cdiv(tl.cdiv(seq_len, n_splits), BLOCK_N) * BLOCK_N
     start = split * per_split
     end = tl.minimum(start + per_split, seq_len)
+    first_key = 0
+    if HAS_WINDOW:
+        first_key = tl.maximum(seq_len - 1 - window, 0)
+        start = tl.maximum(start, (first_key // BLOCK_N) * BLOCK_N)  # still a block boundary
 
     offs_h = tl.arange(0, BLOCK_H)
     heads = first_head + offs_h
@@ -108,7 +124,12 @@ def _decode_split_kernel(
                     mask=n_mask[:, None] & d_mask[None, :], other=0.0).to(q.dtype)
         # fp32 even when a caller (TorchInductor) passes the scale as a float64 scalar
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * tl.cast(qk_scale, tl.float32)
-        qk = tl.where(n_mask[None, :], qk, float("-inf"))
+        if HAS_CAP:  # in log2 units: the launcher passes cap * log2(e)
+            qk = soft_cap(qk, logit_cap)
+        visible = n_mask
+        if HAS_WINDOW:
+            visible = visible & (offs_n >= first_key)
+        qk = tl.where(visible[None, :], qk, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(qk, 1))
         alpha = tl.exp2(m_i - m_new)
         p = tl.exp2(qk - m_new[:, None])
@@ -195,10 +216,13 @@ def _check_decode_args(q, k_buf, v_buf, out, req_to_token, mid_o, mid_lse, max_s
 def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, out: torch.Tensor,
                      req_to_token: torch.Tensor, req_pool_indices: torch.Tensor, seq_lens: torch.Tensor,
                      mid_o: torch.Tensor, mid_lse: torch.Tensor, sm_scale: float, max_splits: int,
-                     config: Optional[DecodeConfig] = None) -> torch.Tensor:
-    """Write softmax(q k^T * sm_scale) v for every request into `out` (see the module docstring)."""
+                     config: Optional[DecodeConfig] = None, logit_cap: float = 0.0, window: int = -1) -> torch.Tensor:
+    """Write softmax(q k^T * sm_scale) v for every request into `out` (see the module docstring;
+    `logit_cap` 0 and `window` -1 are off)."""
     if max_splits < 1:
         raise ValueError(f"max_splits must be >= 1, got {max_splits}")
+    if logit_cap < 0 or window < -1:
+        raise ValueError(f"logit_cap must be >= 0 and window >= -1, got {logit_cap}, {window}")
     _check_decode_args(q, k_buf, v_buf, out, req_to_token, mid_o, mid_lse, max_splits)
     cfg = config or default_decode_config(dot_in_fp32())
     batch, num_heads, head_dim = q.shape
@@ -212,10 +236,10 @@ def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, 
         q, k_buf, v_buf, req_to_token, req_pool_indices, seq_lens, mid_o, mid_lse,
         q.stride(0), q.stride(1), k_buf.stride(0), k_buf.stride(1), v_buf.stride(0), v_buf.stride(1),
         req_to_token.stride(0), mid_o.stride(0), mid_o.stride(1), mid_o.stride(2), mid_lse.stride(0), mid_lse.stride(1),
-        sm_scale * LOG2E, kv_group, head_blocks, max_splits, head_dim, v_head_dim,
+        sm_scale * LOG2E, kv_group, head_blocks, max_splits, head_dim, v_head_dim, logit_cap * LOG2E, window,
         MIN_SPLIT=cfg.min_split_len, BLOCK_N=cfg.block_n, BLOCK_H=block_h, BLOCK_D=next_pow2(head_dim),
         BLOCK_DV=next_pow2(v_head_dim), DOT_F32=dot_in_fp32(), DOT_PRECISION=dot_precision(q.dtype),
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        HAS_CAP=logit_cap > 0, HAS_WINDOW=window >= 0, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     _decode_reduce_kernel[(batch, num_heads)](
         mid_o, mid_lse, seq_lens, out,

@@ -14,6 +14,10 @@ three parts so that only the blocks that need a mask pay for it:
   2. the prefix tail block (masked at prefix_len), when the prefix is not a multiple of BLOCK_N;
   3. new keys before the tile's first query, contiguous and unmasked; then the diagonal blocks,
      masked causally.
+Variants (compiled in only when used): `logit_cap` > 0 soft-caps the scaled scores,
+s -> cap * tanh(s / cap); `window` >= 0 is a sliding window, the query at position p sees keys
+p - window .. p: every block is then masked, and the blocks wholly before the tile's first window
+are skipped.
 The tile table (request, first query) is planned on the host from the host-side lengths, with the
 tiles that see the most keys first so the long ones do not start last (`plan_extend_tiles`). A
 batch without cached prefixes runs a build of the kernel without parts 1-2 (fewer registers).
@@ -32,6 +36,7 @@ import torch
 import triton
 import triton.language as tl
 
+from sgl.kernels.decode_attention import soft_cap
 from sgl.kernels.utils import check_last_dim_contiguous, check_same_device, dot_in_fp32, dot_precision, next_pow2
 
 LOG2E = 1.4426950408889634
@@ -81,12 +86,15 @@ def plan_extend_tiles(extend_lens: Sequence[int], prefix_lens: Sequence[int], bl
 
 
 @triton.jit
-def _attend_block(q, k, v, acc, m_i, l_i, qk_scale, mask, MASKED: tl.constexpr, DOT_PRECISION: tl.constexpr):
+def _attend_block(q, k, v, acc, m_i, l_i, qk_scale, mask, MASKED: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                  logit_cap, HAS_CAP: tl.constexpr):
     """One online-softmax step: fold keys k [N, D] / values v [N, Dv] into (acc, m_i, l_i)."""
     qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
+    scale = tl.cast(qk_scale, tl.float32)  # fp32 under Inductor too
+    if HAS_CAP:  # capped in log2 units (the launcher passes cap * log2(e)), before the mask's -inf
+        qk = soft_cap(qk * scale, logit_cap) / scale
     if MASKED:
         qk = tl.where(mask, qk, float("-inf"))
-    scale = tl.cast(qk_scale, tl.float32)  # fp32 under Inductor too
     # the scale is applied to the row max and inside the exponent (one FMA per score), not to the scores
     m_new = tl.maximum(m_i, tl.max(qk, 1) * scale)
     alpha = tl.exp2(m_i - m_new)
@@ -112,8 +120,9 @@ def _load_rows(Base, rows, stride, offs_d, dim, row_mask, dtype, MASKED: tl.cons
 
 @triton.jit
 def _prefix_block(q, acc, m_i, l_i, r2t_row, Kb, Vb, n0, prefix, stride_bkt, stride_bvt, offs_d, offs_dv,
-                  qk_scale, HEAD_DIM: tl.constexpr, V_HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr,
-                  MASKED: tl.constexpr, DOT_PRECISION: tl.constexpr):
+                  qk_scale, q_pos, logit_cap, window, HEAD_DIM: tl.constexpr, V_HEAD_DIM: tl.constexpr,
+                  BLOCK_N: tl.constexpr, MASKED: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                  HAS_CAP: tl.constexpr, HAS_WINDOW: tl.constexpr):
     offs_n = n0 + tl.arange(0, BLOCK_N)
     n_mask = offs_n < prefix
     if MASKED:
@@ -122,19 +131,33 @@ def _prefix_block(q, acc, m_i, l_i, r2t_row, Kb, Vb, n0, prefix, stride_bkt, str
         slots = tl.load(r2t_row + offs_n).to(tl.int64)
     k = _load_rows(Kb, slots, stride_bkt, offs_d, HEAD_DIM, n_mask, q.dtype, MASKED)
     v = _load_rows(Vb, slots, stride_bvt, offs_dv, V_HEAD_DIM, n_mask, q.dtype, MASKED)
-    return _attend_block(q, k, v, acc, m_i, l_i, qk_scale, n_mask[None, :], MASKED, DOT_PRECISION)
+    if HAS_WINDOW:
+        visible = n_mask[None, :] & (q_pos[:, None] - offs_n[None, :] <= window)
+        acc, m_i, l_i = _attend_block(q, k, v, acc, m_i, l_i, qk_scale, visible, True, DOT_PRECISION,
+                                      logit_cap, HAS_CAP)
+    else:
+        acc, m_i, l_i = _attend_block(q, k, v, acc, m_i, l_i, qk_scale, n_mask[None, :], MASKED, DOT_PRECISION,
+                                      logit_cap, HAS_CAP)
+    return acc, m_i, l_i
 
 
 @triton.jit
 def _new_block(q, acc, m_i, l_i, Ke, Ve, n0, offs_m, ext, stride_kt, stride_vt, offs_d, offs_dv, qk_scale,
-               HEAD_DIM: tl.constexpr, V_HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
-               DOT_PRECISION: tl.constexpr):
+               logit_cap, window, HEAD_DIM: tl.constexpr, V_HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr,
+               MASKED: tl.constexpr, DOT_PRECISION: tl.constexpr, HAS_CAP: tl.constexpr, HAS_WINDOW: tl.constexpr):
     offs_n = n0 + tl.arange(0, BLOCK_N)
     n_mask = offs_n < ext
     k = _load_rows(Ke, offs_n.to(tl.int64), stride_kt, offs_d, HEAD_DIM, n_mask, q.dtype, MASKED)
     v = _load_rows(Ve, offs_n.to(tl.int64), stride_vt, offs_dv, V_HEAD_DIM, n_mask, q.dtype, MASKED)
     causal = (offs_n[None, :] <= offs_m[:, None]) & n_mask[None, :]
-    return _attend_block(q, k, v, acc, m_i, l_i, qk_scale, causal, MASKED, DOT_PRECISION)
+    if HAS_WINDOW:
+        visible = causal & (offs_m[:, None] - offs_n[None, :] <= window)
+        acc, m_i, l_i = _attend_block(q, k, v, acc, m_i, l_i, qk_scale, visible, True, DOT_PRECISION,
+                                      logit_cap, HAS_CAP)
+    else:
+        acc, m_i, l_i = _attend_block(q, k, v, acc, m_i, l_i, qk_scale, causal, MASKED, DOT_PRECISION,
+                                      logit_cap, HAS_CAP)
+    return acc, m_i, l_i
 
 
 @triton.jit
@@ -142,10 +165,10 @@ def _extend_kernel(
     Q, KExt, VExt, Out, KBuf, VBuf, ReqToToken, ReqPoolIdx, PrefixLens, ExtendLens, StartLoc, Tiles,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,
     stride_bkt, stride_bkh, stride_bvt, stride_bvh, stride_r2t,
-    qk_scale, kv_group, num_heads,
+    qk_scale, kv_group, num_heads, logit_cap, window,
     HEAD_DIM: tl.constexpr, V_HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, DOT_F32: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    HAS_PREFIX: tl.constexpr,
+    HAS_PREFIX: tl.constexpr, HAS_CAP: tl.constexpr, HAS_WINDOW: tl.constexpr,
 ):
     tile = tl.program_id(0) // num_heads
     h = tl.program_id(0) % num_heads
@@ -171,25 +194,38 @@ def _extend_kernel(
     r2t_row = ReqToToken + tl.load(ReqPoolIdx + b).to(tl.int64) * stride_r2t
     Kb = KBuf + kv_head * stride_bkh
     Vb = VBuf + kv_head * stride_bvh
+    q_pos = prefix + offs_m
+    # the first key any query of the tile sees; with a window, the blocks before it are skipped
+    first_key = 0
+    if HAS_WINDOW:
+        first_key = tl.maximum(prefix + m_start - window, 0)
     if HAS_PREFIX:
         prefix_full = (prefix // BLOCK_N) * BLOCK_N
-        for n0 in range(0, prefix_full, BLOCK_N):
+        for n0 in range((first_key // BLOCK_N) * BLOCK_N, prefix_full, BLOCK_N):
             acc, m_i, l_i = _prefix_block(q, acc, m_i, l_i, r2t_row, Kb, Vb, n0, prefix, stride_bkt, stride_bvt,
-                                          offs_d, offs_dv, qk_scale, HEAD_DIM, V_HEAD_DIM, BLOCK_N, False, DOT_PRECISION)
+                                          offs_d, offs_dv, qk_scale, q_pos, logit_cap, window, HEAD_DIM, V_HEAD_DIM,
+                                          BLOCK_N, False, DOT_PRECISION, HAS_CAP, HAS_WINDOW)
         for n0 in range(prefix_full, prefix, BLOCK_N):  # at most one tail block
             acc, m_i, l_i = _prefix_block(q, acc, m_i, l_i, r2t_row, Kb, Vb, n0, prefix, stride_bkt, stride_bvt,
-                                          offs_d, offs_dv, qk_scale, HEAD_DIM, V_HEAD_DIM, BLOCK_N, True, DOT_PRECISION)
+                                          offs_d, offs_dv, qk_scale, q_pos, logit_cap, window, HEAD_DIM, V_HEAD_DIM,
+                                          BLOCK_N, True, DOT_PRECISION, HAS_CAP, HAS_WINDOW)
 
     Ke = KExt + q_start * stride_kt + kv_head * stride_kh
     Ve = VExt + q_start * stride_vt + kv_head * stride_vh
     # BLOCK_M is a multiple of BLOCK_N, so keys [0, m_start) are whole blocks every query here sees
-    for n0 in range(0, m_start, BLOCK_N):
+    # (but for the window's mask)
+    first_new = (tl.maximum(first_key - prefix, 0) // BLOCK_N) * BLOCK_N
+    for n0 in range(first_new, m_start, BLOCK_N):
         acc, m_i, l_i = _new_block(q, acc, m_i, l_i, Ke, Ve, n0, offs_m, ext, stride_kt, stride_vt, offs_d,
-                                   offs_dv, qk_scale, HEAD_DIM, V_HEAD_DIM, BLOCK_N, False, DOT_PRECISION)
+                                   offs_dv, qk_scale, logit_cap, window, HEAD_DIM, V_HEAD_DIM, BLOCK_N, False,
+                                   DOT_PRECISION, HAS_CAP, HAS_WINDOW)
     for n0 in range(m_start, tl.minimum(m_start + BLOCK_M, ext), BLOCK_N):
         acc, m_i, l_i = _new_block(q, acc, m_i, l_i, Ke, Ve, n0, offs_m, ext, stride_kt, stride_vt, offs_d,
-                                   offs_dv, qk_scale, HEAD_DIM, V_HEAD_DIM, BLOCK_N, True, DOT_PRECISION)
+                                   offs_dv, qk_scale, logit_cap, window, HEAD_DIM, V_HEAD_DIM, BLOCK_N, True,
+                                   DOT_PRECISION, HAS_CAP, HAS_WINDOW)
 
+    if HAS_WINDOW:  # tile rows past the request's end may see no key in the window (they are not stored)
+        l_i = tl.where(l_i > 0, l_i, 1.0)
     out = acc / l_i[:, None]
     tl.store(Out + q_rows[:, None] * stride_ot + h * stride_oh + offs_dv[None, :], out.to(Out.dtype.element_ty),
              mask=(offs_m[:, None] < ext) & (offs_dv[None, :] < V_HEAD_DIM))
@@ -217,8 +253,11 @@ def extend_attention(q: torch.Tensor, k_ext: torch.Tensor, v_ext: torch.Tensor, 
                      k_buf: torch.Tensor, v_buf: torch.Tensor, req_to_token: torch.Tensor,
                      req_pool_indices: torch.Tensor, prefix_lens: torch.Tensor, extend_lens: torch.Tensor,
                      extend_start_loc: torch.Tensor, tiles: ExtendTiles, sm_scale: float,
-                     config: Optional[ExtendConfig] = None) -> torch.Tensor:
-    """Write causal attention of the new tokens over prefix + new keys into `out` (module docstring)."""
+                     config: Optional[ExtendConfig] = None, logit_cap: float = 0.0, window: int = -1) -> torch.Tensor:
+    """Write causal attention of the new tokens over prefix + new keys into `out` (module docstring;
+    `logit_cap` 0 and `window` -1 are off)."""
+    if logit_cap < 0 or window < -1:
+        raise ValueError(f"logit_cap must be >= 0 and window >= -1, got {logit_cap}, {window}")
     head_dim, v_head_dim = q.shape[-1], v_buf.shape[-1]
     cfg = config or default_extend_config(head_dim, dot_in_fp32())
     _check_extend_args(q, k_ext, v_ext, out, k_buf, v_buf, req_to_token, tiles, cfg)
@@ -231,10 +270,11 @@ def extend_attention(q: torch.Tensor, k_ext: torch.Tensor, v_ext: torch.Tensor, 
         extend_start_loc, tiles.table,
         q.stride(0), q.stride(1), k_ext.stride(0), k_ext.stride(1), v_ext.stride(0), v_ext.stride(1),
         out.stride(0), out.stride(1), k_buf.stride(0), k_buf.stride(1), v_buf.stride(0), v_buf.stride(1),
-        req_to_token.stride(0), sm_scale * LOG2E, num_heads // k_buf.shape[1], num_heads,
+        req_to_token.stride(0), sm_scale * LOG2E, num_heads // k_buf.shape[1], num_heads, logit_cap * LOG2E, window,
         HEAD_DIM=head_dim, V_HEAD_DIM=v_head_dim, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
         BLOCK_D=next_pow2(head_dim), BLOCK_DV=next_pow2(v_head_dim), DOT_F32=dot_in_fp32(),
-        DOT_PRECISION=dot_precision(q.dtype), HAS_PREFIX=tiles.has_prefix,
+        DOT_PRECISION=dot_precision(q.dtype), HAS_PREFIX=tiles.has_prefix, HAS_CAP=logit_cap > 0,
+        HAS_WINDOW=window >= 0,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     return out

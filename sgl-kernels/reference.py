@@ -14,20 +14,25 @@ from typing import Optional, Sequence, Tuple
 import torch
 
 
-def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sm_scale: float, causal_offset: Optional[int]) -> torch.Tensor:
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sm_scale: float, causal_offset: Optional[int],
+            logit_cap: float = 0.0, window: int = -1) -> torch.Tensor:
     """q [Tq, H, D], k/v [L, KVH, D] (float64) -> [Tq, H, D]. With `causal_offset`, query i sits at
-    position causal_offset + i and sees keys 0..causal_offset + i. One KV head at a time keeps the
-    score matrix small enough for 8K x 8K checks on a GPU."""
+    position causal_offset + i and sees keys 0..causal_offset + i, of them only the last `window` + 1
+    when window >= 0. `logit_cap` > 0 soft-caps the scaled scores: cap * tanh(s / cap). One KV head
+    at a time keeps the score matrix small enough for 8K x 8K checks on a GPU."""
     kv_heads = k.shape[1]
     group = q.shape[1] // kv_heads
     out = torch.empty(q.shape[0], q.shape[1], v.shape[2], dtype=q.dtype, device=q.device)
     visible = None
     if causal_offset is not None:
         q_pos = torch.arange(q.shape[0], device=q.device)[:, None] + causal_offset
-        visible = torch.arange(k.shape[0], device=q.device)[None, :] <= q_pos
+        k_pos = torch.arange(k.shape[0], device=q.device)[None, :]
+        visible = (k_pos <= q_pos) & ((q_pos - k_pos <= window) if window >= 0 else True)
     for j in range(kv_heads):
         heads = slice(j * group, (j + 1) * group)
         scores = torch.einsum("qhd,kd->hqk", q[:, heads], k[:, j]) * sm_scale
+        if logit_cap > 0:
+            scores = logit_cap * torch.tanh(scores / logit_cap)
         if visible is not None:
             scores = scores.masked_fill(~visible, float("-inf"))
         out[:, heads] = torch.einsum("hqk,kd->qhd", scores.softmax(dim=-1), v[:, j])
@@ -39,21 +44,22 @@ def _gather(buf: torch.Tensor, req_to_token: torch.Tensor, row: int, length: int
     return buf[req_to_token[row, :length].long()].double()
 
 
-def decode_attention_ref(q, k_buf, v_buf, req_to_token, req_pool_indices, seq_lens, sm_scale: float) -> torch.Tensor:
+def decode_attention_ref(q, k_buf, v_buf, req_to_token, req_pool_indices, seq_lens, sm_scale: float,
+                         logit_cap: float = 0.0, window: int = -1) -> torch.Tensor:
     """q [B, H, D]; k_buf/v_buf [S, KVH, D]; request b attends to the KV slots
-    req_to_token[req_pool_indices[b], :seq_lens[b]]. Returns float32 [B, H, Dv], computed in float64
-    on q's device."""
+    req_to_token[req_pool_indices[b], :seq_lens[b]] (its query sits at position seq_len - 1; `window`
+    and `logit_cap` as in `_attend`). Returns float32 [B, H, Dv], computed in float64 on q's device."""
     out = torch.zeros(q.shape[0], q.shape[1], v_buf.shape[2], dtype=torch.float64, device=q.device)
     for b, (row, length) in enumerate(zip(req_pool_indices.tolist(), seq_lens.tolist())):
         if length == 0:
             continue
         k, v = _gather(k_buf, req_to_token, row, length), _gather(v_buf, req_to_token, row, length)
-        out[b] = _attend(q[b : b + 1].double(), k, v, sm_scale, None)[0]
+        out[b] = _attend(q[b : b + 1].double(), k, v, sm_scale, length - 1, logit_cap, window)[0]
     return out.float()
 
 
 def extend_attention_ref(q, k_ext, v_ext, k_buf, v_buf, req_to_token, req_pool_indices, prefix_lens, extend_lens,
-                         sm_scale: float) -> torch.Tensor:
+                         sm_scale: float, logit_cap: float = 0.0, window: int = -1) -> torch.Tensor:
     """q/k_ext/v_ext [T, H|KVH, D]: the new tokens of B requests laid out back to back. Request b's
     new tokens see its cached prefix (req_to_token[row, :prefix_lens[b]] in k_buf/v_buf) and, causally,
     the new tokens up to themselves (taken from k_ext/v_ext). Returns float32 [T, H, Dv]."""
@@ -63,7 +69,7 @@ def extend_attention_ref(q, k_ext, v_ext, k_buf, v_buf, req_to_token, req_pool_i
         new = slice(start, start + ext)
         keys = torch.cat([_gather(k_buf, req_to_token, row, pre), k_ext[new].double()])
         values = torch.cat([_gather(v_buf, req_to_token, row, pre), v_ext[new].double()])
-        out[new] = _attend(q[new].double(), keys, values, sm_scale, pre)
+        out[new] = _attend(q[new].double(), keys, values, sm_scale, pre, logit_cap, window)
         start += ext
     return out.float()
 

@@ -33,6 +33,10 @@ class AttentionBackend(Protocol):
     #: True when the backend applies rotary embeddings itself (HiP extends the context and needs
     #: un-rotated keys); the layer then passes un-rotated q/k plus positions in the forward batch.
     applies_rope: bool = False
+    #: Whether the backend implements the layer variants RadixAttention carries (attention logit
+    #: soft-capping, sliding windows); the model runner refuses a model needing one it lacks.
+    supports_logit_cap: bool = False
+    supports_sliding_window: bool = False
 
     def init_forward_metadata(self, fb: "ForwardBatch") -> None:
         """Plan one batch (called once per forward, before the layers)."""

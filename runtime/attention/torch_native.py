@@ -2,7 +2,8 @@
 
 For every request it gathers the request's K/V rows from the pool through `req_to_token` and runs
 `scaled_dot_product_attention`. Extend queries sit at positions prefix_len..seq_len-1 and see every
-key at or before their own position; decode queries see all keys.
+key at or before their own position; decode queries see all keys. Layers with a logit soft-cap or a
+sliding window take an explicit float32 scores path (`_masked_attention`) instead of SDPA.
 """
 
 from __future__ import annotations
@@ -19,7 +20,32 @@ if TYPE_CHECKING:
     from sgl.runtime.layers.attention import RadixAttention
 
 
+def _is_variant(layer) -> bool:
+    return getattr(layer, "logit_cap", 0.0) > 0 or getattr(layer, "sliding_window_size", -1) >= 0
+
+
+def _visible(q_pos: torch.Tensor, k_pos: torch.Tensor, layer) -> torch.Tensor:
+    """Which keys each query sees: causal, and within the layer's sliding window if it has one."""
+    allowed = k_pos <= q_pos
+    window = getattr(layer, "sliding_window_size", -1)
+    return allowed & (q_pos - k_pos <= window) if window >= 0 else allowed
+
+
+def _masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor, layer) -> torch.Tensor:
+    """softmax(cap(q k^T * scale) masked to `allowed`) v in float32: q [..., Tq, D], k/v [..., L, D],
+    allowed broadcastable to [..., Tq, L]; the result in q's dtype."""
+    scores = (q.float() @ k.float().transpose(-1, -2)) * layer.scaling
+    cap = getattr(layer, "logit_cap", 0.0)
+    if cap > 0:  # before the mask: tanh would turn a masked -inf into -cap
+        scores = torch.tanh(scores / cap) * cap
+    probs = scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
+    return (probs @ v.float()).to(q.dtype)
+
+
 class TorchNativeAttnBackend(AttentionBackend):
+    supports_logit_cap = True
+    supports_sliding_window = True
+
     def __init__(self, model_runner=None):
         self.model_runner = model_runner
 
@@ -44,6 +70,12 @@ class TorchNativeAttnBackend(AttentionBackend):
         tq, heads, dim = q.shape
         kvh = k.shape[1]
         group = heads // kvh
+        if _is_variant(layer):
+            q_pos = torch.arange(prefix_len, prefix_len + tq, device=q.device)[:, None]
+            allowed = _visible(q_pos, torch.arange(k.shape[0], device=q.device)[None, :], layer)
+            qq = q.view(tq, kvh, group, dim).permute(1, 2, 0, 3)  # [KVH, G, Tq, D]
+            out = _masked_attention(qq, k.transpose(0, 1).unsqueeze(1), v.transpose(0, 1).unsqueeze(1), allowed, layer)
+            return out.permute(2, 0, 1, 3).reshape(tq, heads, dim)
         if tq > 1 and prefix_len == 0:
             # no cached prefix: SDPA's own causal mask (its fused kernel, 2-3x the masked path on
             # CPU); the G query heads of a KV head see that head's K/V expanded, not copied
@@ -89,6 +121,11 @@ class TorchNativeAttnBackend(AttentionBackend):
         kk = k_buf.index_select(0, meta.flat_slots).view(shape).to(dtype).transpose(1, 2)  # [bs, KVH, L, D]
         vv = v_buf.index_select(0, meta.flat_slots).view(shape).to(dtype).transpose(1, 2)
         qq = q.view(-1, kvh, group, layer.head_dim).to(dtype)  # [bs, KVH, G, D]
+        if _is_variant(layer):
+            # the query sits at seq_len - 1: the causal test also drops the padding keys
+            allowed = _visible(fb.seq_lens[:, None] - 1, meta.key_positions, layer)[:, None, None, :]
+            out = _masked_attention(qq, kk, vv, allowed, layer)
+            return out.to(q.dtype).reshape(-1, layer.tp_q_head_num * layer.head_dim)
         out = F.scaled_dot_product_attention(qq, kk, vv, attn_mask=meta.mask(dtype), scale=layer.scaling)
         return out.to(q.dtype).reshape(-1, layer.tp_q_head_num * layer.head_dim)
 
@@ -100,7 +137,8 @@ class _DecodeMeta:
     def __init__(self, fb: "ForwardBatch"):
         max_len = max(fb.seq_lens_cpu)
         rows = fb.req_to_token_pool.req_to_token[fb.req_pool_indices, :max_len].long()
-        valid = torch.arange(max_len, device=rows.device)[None, :] < fb.seq_lens[:, None]
+        self.key_positions = torch.arange(max_len, device=rows.device)[None, :]  # [1, max_len]
+        valid = self.key_positions < fb.seq_lens[:, None]
         self.slots = torch.where(valid, rows, torch.zeros_like(rows))  # padding reads the dummy slot 0
         self.flat_slots = self.slots.view(-1)
         # no mask when no request is padded

@@ -75,6 +75,9 @@ def _uses_plain_store(pool) -> bool:
 
 
 class TritonAttnBackend(AttentionBackend):
+    supports_logit_cap = True  # both kernels soft-cap and window in-kernel (sgl.kernels.*_attention)
+    supports_sliding_window = True
+
     def __init__(self, model_runner):
         sa, mc = model_runner.server_args, model_runner.model_config
         splits = sa.triton_attention_num_kv_splits
@@ -207,11 +210,11 @@ class TritonAttnBackend(AttentionBackend):
         k_buf, v_buf = fb.token_to_kv_pool.get_kv_buffer(layer.layer_id)
         extend_attention(q3, k3, v3, out, k_buf, v_buf, fb.req_to_token_pool.req_to_token, fb.req_pool_indices[:n],
                          fb.extend_prefix_lens[:n], fb.extend_seq_lens[:n], meta.extend_start_loc, meta.tiles,
-                         layer.scaling, self.extend_config)
+                         layer.scaling, self.extend_config, layer.logit_cap, layer.sliding_window_size)
 
     def _decode(self, q3, out, layer: "RadixAttention", fb: "ForwardBatch", meta: DecodeMetadata, reqs: slice) -> None:
         """Decode attention of the batch's requests `reqs`, one query row each."""
         k_buf, v_buf = fb.token_to_kv_pool.get_kv_buffer(layer.layer_id)
         decode_attention(q3, k_buf, v_buf, out, fb.req_to_token_pool.req_to_token, fb.req_pool_indices[reqs],
                          fb.seq_lens[reqs], meta.mid_o, meta.mid_lse, layer.scaling, self.kv_splits(q3.shape[0]),
-                         self.decode_config)
+                         self.decode_config, layer.logit_cap, layer.sliding_window_size)

@@ -25,6 +25,7 @@ from sgl.runtime.models.model_config import ModelConfig
 from sgl.runtime.models.loader import load_model
 from sgl.runtime.server_args import ServerArgs
 from sgl.runtime.executor.timing import BusyTimer
+from sgl.runtime.layers.attention import check_backend_supports
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +141,9 @@ class ModelRunner:
         logger.info("KV pool: %d tokens, %d request slots", max_tokens, req_slots + 1)
 
     def _make_attn_backend(self):
-        return create_attention_backend(self.server_args.attention_backend, self)
+        backend = create_attention_backend(self.server_args.attention_backend, self)
+        check_backend_supports(backend, self.model, self.server_args.attention_backend)
+        return backend
 
     def _make_cuda_graph_runner(self):
         sa = self.server_args

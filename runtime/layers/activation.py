@@ -21,3 +21,17 @@ class SiluAndMul(nn.Module):
             return silu_and_mul(x)
         gate, up = x.chunk(2, dim=-1)
         return F.silu(gate) * up
+
+
+class GeluTanhAndMul(nn.Module):
+    """[..., 2d] -> gelu_tanh(x[..., :d]) * x[..., d:] (Gemma's `gelu_pytorch_tanh` gated MLP)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] % 2:
+            raise ValueError(f"GeluTanhAndMul needs an even last dimension, got {x.shape[-1]}")
+        gate, up = x.chunk(2, dim=-1)
+        return F.gelu(gate, approximate="tanh") * up
+
+
+#: config `hidden_act` -> the gated activation of a fused gate/up projection
+GATED_ACTIVATIONS = {"silu": SiluAndMul, "gelu_pytorch_tanh": GeluTanhAndMul}

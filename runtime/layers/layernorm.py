@@ -13,6 +13,9 @@ from sgl.runtime.layers.linear import make_param, default_weight_loader
 
 
 class RMSNorm(nn.Module):
+    #: whether the fused Triton kernel computes this norm on GPUs (it rounds in Llama's order)
+    fused_kernel = True
+
     def __init__(self, hidden_size: int, eps: float = 1e-6):
         super().__init__()
         self.hidden_size = hidden_size
@@ -23,7 +26,7 @@ class RMSNorm(nn.Module):
         self, x: torch.Tensor, residual: Optional[torch.Tensor] = None
     ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         """Without `residual`: norm(x). With it: s = x + residual; returns (norm(s), s)."""
-        if use_triton(x):  # one fused pass on GPUs; this torch path stays the reference
+        if self.fused_kernel and use_triton(x):  # one fused pass on GPUs; this torch path stays the reference
             from sgl.kernels.rmsnorm import rmsnorm
 
             return rmsnorm(x, self.weight, self.variance_epsilon, residual)
@@ -40,3 +43,14 @@ class RMSNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.hidden_size}, eps={self.variance_epsilon}"
+
+
+class GemmaRMSNorm(RMSNorm):
+    """Gemma's RMSNorm: x * (1 + weight), the product taken in float32 before rounding (HF's order;
+    the weights are stored zero-centred). Always the torch path: the fused kernel rounds in Llama's order."""
+
+    fused_kernel = False
+
+    def _norm(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = F.rms_norm(x.float(), (x.shape[-1],), eps=self.variance_epsilon)
+        return (x32 * (1.0 + self.weight.float())).to(x.dtype)

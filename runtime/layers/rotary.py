@@ -1,4 +1,4 @@
-"""Rotary position embeddings (RoPE) with default, linear and llama3 frequency scaling.
+"""Rotary position embeddings (RoPE) with default, linear, llama3 and LongRoPE (Phi-3) frequency scaling.
 
 cos/sin are computed from the positions on every call instead of read from a table sized
 max_position: the cost is small next to attention, nothing breaks when the context length is
@@ -18,6 +18,8 @@ from torch import nn
 
 from sgl.kernels.utils import use_triton
 
+LONGROPE_NAMES = ("longrope", "su")  # "su": the name of Phi-3's first configs
+
 
 def default_inv_freq(rotary_dim: int, base: float) -> torch.Tensor:
     exponents = torch.arange(0, rotary_dim, 2, dtype=torch.float64) / rotary_dim
@@ -36,7 +38,37 @@ def llama3_inv_freq(inv_freq: torch.Tensor, scaling: dict) -> torch.Tensor:
     return torch.where(wavelen < original / high, inv_freq, scaled)
 
 
-def scaled_inv_freq(rotary_dim: int, base: float, rope_scaling: Optional[dict]) -> torch.Tensor:
+def _longrope_field(scaling: dict, name: str):
+    if scaling.get(name) is None:
+        raise ValueError(f"longrope rope scaling needs the field {name!r}")
+    return scaling[name]
+
+
+def longrope_inv_freq(inv_freq: torch.Tensor, scaling: dict, max_position: int) -> torch.Tensor:
+    """LongRoPE (Phi-3 "longrope", formerly "su"): each frequency divided by its own factor, the
+    `long_factor`s when the model's window (max_position) is longer than the trained
+    `original_max_position_embeddings`, else the `short_factor`s. HF switches per forward on the
+    current length; here the choice is fixed per model, so a cached key keeps its rotation when
+    its request grows past the original window (and the radix cache stays valid across requests)."""
+    original = int(_longrope_field(scaling, "original_max_position_embeddings"))
+    name = "long_factor" if max_position > original else "short_factor"
+    return _divide_by_factors(inv_freq, _longrope_field(scaling, name), f"rope {name}")
+
+
+def rope_mscale(rope_scaling: Optional[dict], max_position: int) -> float:
+    """Factor on cos/sin (LongRoPE's attention factor: sqrt(1 + ln(s) / ln(original)) for the context
+    extension s, unless the config gives `attention_factor`); 1 for the other scalings."""
+    if rope_type(rope_scaling) not in LONGROPE_NAMES:
+        return 1.0
+    if rope_scaling.get("attention_factor") is not None:
+        return float(rope_scaling["attention_factor"])
+    original = int(_longrope_field(rope_scaling, "original_max_position_embeddings"))
+    factor = float(rope_scaling.get("factor") or max_position / original)
+    return 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(original))
+
+
+def scaled_inv_freq(rotary_dim: int, base: float, rope_scaling: Optional[dict],
+                    max_position: Optional[int] = None) -> torch.Tensor:
     inv_freq = default_inv_freq(rotary_dim, base)
     kind = rope_type(rope_scaling)
     if kind == "default":
@@ -45,7 +77,11 @@ def scaled_inv_freq(rotary_dim: int, base: float, rope_scaling: Optional[dict]) 
         return inv_freq / float(rope_scaling["factor"])
     if kind == "llama3":
         return llama3_inv_freq(inv_freq, rope_scaling)
-    raise ValueError(f"rope scaling type {kind!r} is not supported (supported: default, linear, llama3)")
+    if kind in LONGROPE_NAMES:
+        if max_position is None:
+            raise ValueError("longrope rope scaling needs max_position (the model's max_position_embeddings)")
+        return longrope_inv_freq(inv_freq, rope_scaling, max_position)
+    raise ValueError(f"rope scaling type {kind!r} is not supported (supported: default, linear, llama3, longrope)")
 
 
 def rope_type(rope_scaling: Optional[dict]) -> str:
@@ -65,7 +101,8 @@ class RotaryEmbedding(nn.Module):
             raise ValueError(f"rotary_dim must be even and <= head_size {head_size}, got {rotary_dim}")
         self.head_size, self.rotary_dim = head_size, rotary_dim
         self.max_position, self.base, self.is_neox_style = max_position, base, is_neox_style
-        inv_freq = scaled_inv_freq(rotary_dim, base, rope_scaling)
+        inv_freq = scaled_inv_freq(rotary_dim, base, rope_scaling, max_position)
+        self.mscale = rope_mscale(rope_scaling, max_position)
         if freq_factors is not None:
             inv_freq = _divide_by_factors(inv_freq, freq_factors)
         self._inv_freq: Dict[torch.device, torch.Tensor] = {torch.device("cpu"): inv_freq}
@@ -81,12 +118,15 @@ class RotaryEmbedding(nn.Module):
         return self._inv_freq[device]
 
     def cos_sin(self, positions: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin of shape [T, rotary_dim // 2], float32."""
+        """cos, sin of shape [T, rotary_dim // 2], float32 (times `mscale`)."""
         angles = positions.double().unsqueeze(-1) * self.inv_freq(positions.device)
+        if self.mscale != 1.0:
+            return (angles.cos() * self.mscale).float(), (angles.sin() * self.mscale).float()
         return angles.cos().float(), angles.sin().float()
 
     def forward(self, positions: torch.Tensor, query: torch.Tensor, key: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        if use_triton(query):  # one launch for q and k on GPUs; the torch path below is the reference
+        # one launch for q and k on GPUs (the kernel has no cos/sin factor); the torch path is the reference
+        if use_triton(query) and self.mscale == 1.0:
             from sgl.kernels.rope import apply_rope
 
             return apply_rope(positions, query, key, self.inv_freq(positions.device), self.head_size, self.is_neox_style)
@@ -124,13 +164,14 @@ class RotaryEmbedding(nn.Module):
         return out.reshape(x.shape)
 
     def extra_repr(self) -> str:
-        return f"head_size={self.head_size}, rotary_dim={self.rotary_dim}, base={self.base}, neox={self.is_neox_style}"
+        return (f"head_size={self.head_size}, rotary_dim={self.rotary_dim}, base={self.base}, "
+                f"neox={self.is_neox_style}, mscale={self.mscale:g}")
 
 
-def _divide_by_factors(inv_freq: torch.Tensor, freq_factors: Sequence[float]) -> torch.Tensor:
+def _divide_by_factors(inv_freq: torch.Tensor, freq_factors: Sequence[float], what: str = "rope freq_factors") -> torch.Tensor:
     factors = torch.tensor(list(freq_factors), dtype=torch.float64)
     if factors.shape != inv_freq.shape:
-        raise ValueError(f"rope freq_factors must have {inv_freq.numel()} entries, got {factors.numel()}")
+        raise ValueError(f"{what} must have {inv_freq.numel()} entries, got {factors.numel()}")
     return inv_freq / factors
 
 
@@ -161,3 +202,19 @@ def rope_params(config) -> Tuple[float, Optional[dict]]:
     scaling = getattr(config, "rope_scaling", None) or params
     theta = getattr(config, "rope_theta", None) or params.get("rope_theta") or 10000.0
     return float(theta), (dict(scaling) if rope_type(scaling) != "default" else None)
+
+
+def rope_from_config(config, head_dim: int) -> RotaryEmbedding:
+    """The model's shared RotaryEmbedding: theta and scaling from `rope_params`, partial rotation
+    (`partial_rotary_factor`, Phi-3 style: the first fraction of each head's channels) and GGUF
+    frequency factors."""
+    theta, scaling = rope_params(config)
+    params = getattr(config, "rope_parameters", None) or {}
+    partial = getattr(config, "partial_rotary_factor", None) or params.get("partial_rotary_factor") or 1.0
+    if not 0 < float(partial) <= 1:
+        raise ValueError(f"partial_rotary_factor must be in (0, 1], got {partial}")
+    if rope_type(scaling) in LONGROPE_NAMES and scaling.get("original_max_position_embeddings") is None:
+        # transformers 4 kept it beside rope_scaling, at the top of the config
+        scaling["original_max_position_embeddings"] = getattr(config, "original_max_position_embeddings", None)
+    return get_rope(head_dim, int(head_dim * float(partial)), config.max_position_embeddings, theta, scaling,
+                    freq_factors=getattr(config, "rope_freq_factors", None))

@@ -27,7 +27,13 @@ _DTYPE_NAMES = {
 }
 
 # config.json written without `architectures` still names its model_type
-_MODEL_TYPE_ARCH = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+_MODEL_TYPE_ARCH = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
+                    "qwen3": "Qwen3ForCausalLM", "phi3": "Phi3ForCausalLM", "gemma2": "Gemma2ForCausalLM"}
+
+
+# float32 checkpoints of these families run in bf16 on GPUs under dtype "auto": their activations
+# overflow float16 (Gemma 2's residual stream grows past 65504)
+_FP32_AS_BF16 = {"gemma2"}
 
 
 # SGLang's words when a generation model is asked for embeddings, and ours for the reverse
@@ -238,7 +244,7 @@ def get_head_dim(hf_config: PretrainedConfig) -> int:
 
 
 def resolve_dtype(dtype: "str | torch.dtype", hf_config: PretrainedConfig, device: Optional[str] = None) -> torch.dtype:
-    """"auto": on GPU bf16 for bf16 checkpoints, else fp16; on CPU bf16 where the CPU computes in
+    """"auto": on GPU bf16 for bf16 checkpoints (and Gemma 2's float32 ones), else fp16; on CPU bf16 where the CPU computes in
     bf16 natively (AVX512-BF16 or AMX: half the bytes a step reads, about twice fp32's matmul
     speed), else float32 (emulated bf16 is slower than float32)."""
     if isinstance(dtype, torch.dtype):
@@ -249,7 +255,10 @@ def resolve_dtype(dtype: "str | torch.dtype", hf_config: PretrainedConfig, devic
         raise ValueError(f"dtype {dtype!r} is not supported; choose auto or one of {sorted(_DTYPE_NAMES)}")
     if (device or _default_device()) == "cpu":
         return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
-    return torch.bfloat16 if checkpoint_dtype(hf_config) == torch.bfloat16 else torch.float16
+    stored = checkpoint_dtype(hf_config)
+    if stored == torch.bfloat16 or (stored == torch.float32 and getattr(hf_config, "model_type", None) in _FP32_AS_BF16):
+        return torch.bfloat16
+    return torch.float16
 
 
 def cpu_has_native_bf16() -> bool:

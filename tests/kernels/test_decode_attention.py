@@ -97,3 +97,17 @@ def test_split_count_fills_the_gpu_for_small_batches():
     assert decode_kv_splits(64, 8, 132) == 8  # large batches keep the flag's value
     assert decode_kv_splits(1, 8, 0) == 8  # no GPU: the flag's value
     assert decode_kv_splits(1, 1, 132, floor=3, most=16) == 16
+
+
+@pytest.mark.parametrize("logit_cap,window", [(2.0, -1), (0.0, 0), (0.0, 20), (1.5, 40)])
+def test_decode_soft_cap_and_sliding_window(device, gen, logit_cap, window):
+    # windows shorter than some requests, past a split's start, and 0 (the query's own key only)
+    lens = [1, 37, 2, 70, 16]
+    q, k_buf, v_buf, table, idx, seq = _case(device, gen, lens, 8, 2, 64, torch.float32)
+    q = q * 4  # scores large enough for the cap to bind
+    out = torch.full(q.shape, float("nan"), dtype=q.dtype, device=q.device)
+    mid_o, mid_lse = alloc_decode_scratch(q.shape[0], q.shape[1], v_buf.shape[2], 4, q.device)
+    decode_attention(q, k_buf, v_buf, out, table, idx, seq, mid_o, mid_lse, 0.3, 4, logit_cap=logit_cap, window=window)
+    ref = R.decode_attention_ref(q, k_buf, v_buf, table, idx, seq, 0.3, logit_cap, window)
+    assert rel_err(out, ref) < attn_tol(torch.float32, device)
+    assert rel_err(ref, R.decode_attention_ref(q, k_buf, v_buf, table, idx, seq, 0.3)) > 1e-2  # the variant matters

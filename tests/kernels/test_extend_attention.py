@@ -104,3 +104,17 @@ def test_extend_rejects_mismatched_plan(device, gen):
     with pytest.raises(ValueError, match="head counts"):
         extend_attention(q, k[:, :1], v[:, :1], torch.empty_like(q), k_buf, v_buf, table, lens["idx"],
                          lens["prefix"], lens["extend"], lens["starts"], tiles, 0.25)
+
+
+@pytest.mark.parametrize("logit_cap,window", [(2.0, -1), (0.0, 0), (0.0, 7), (1.5, 20), (0.0, 40)])
+def test_extend_soft_cap_and_sliding_window(device, gen, logit_cap, window):
+    # windows inside one block, across the prefix/new boundary, and wider than some requests
+    q, k, v, k_buf, v_buf, table, lens = _case(device, gen, *MIXED, 8, 2, 64, torch.float32)
+    q = q * 4  # scores large enough for the cap to bind
+    tiles = plan_extend_tiles(lens["extend"].tolist(), lens["prefix"].tolist(), BLOCK_M, q.device)
+    out = torch.full(q.shape, float("nan"), dtype=q.dtype, device=q.device)
+    args = (k_buf, v_buf, table, lens["idx"], lens["prefix"], lens["extend"])
+    extend_attention(q, k, v, out, *args, lens["starts"], tiles, 0.25, logit_cap=logit_cap, window=window)
+    ref = R.extend_attention_ref(q, k, v, *args, 0.25, logit_cap, window)
+    assert rel_err(out, ref) < attn_tol(torch.float32, device)
+    assert rel_err(ref, R.extend_attention_ref(q, k, v, *args, 0.25)) > 1e-2  # the variant matters

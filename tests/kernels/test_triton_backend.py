@@ -83,3 +83,22 @@ def test_cuda_graph_hooks_plan_padded_decode(device, gen):
 def test_backend_rejects_bad_split_flag(device):
     with pytest.raises(ValueError, match="triton-attention-num-kv-splits"):
         TritonAttnBackend(fake_runner(4, 64, device, splits=0))
+
+
+@pytest.mark.parametrize("mode", [ForwardMode.EXTEND, ForwardMode.MIXED])
+def test_soft_cap_and_sliding_window_layers_match_torch_native(device, gen, mode):
+    """Gemma 2's layer variants: the first layer windowed (window shorter than the prefixes) and
+    soft-capped, the second soft-capped only; an extend (or mixed) batch, then decode steps."""
+    heads, kv_heads, head_dim = 8, 2, 64
+    world = World(device, gen, heads, kv_heads, head_dim, torch.float32, num_reqs=5)
+    world.layers[0].logit_cap, world.layers[0].sliding_window_size = 0.5, 5
+    world.layers[1].logit_cap = 0.5
+    backends = [TritonAttnBackend(fake_runner(heads, head_dim, device)), TorchNativeAttnBackend()]
+    prefix = [0, 7, 20, 33, 12]
+    world.fill_prefix(prefix)
+    fbs = world.twin_batches(mode, backends, [5, 13, 2, 1, 1], prefix)
+    for fb in fbs:
+        fb.num_decode_reqs = 2 if mode == ForwardMode.MIXED else 0
+    compare_layers(world, backends, fbs, 1e-4)
+    for _ in range(2):
+        compare_layers(world, backends, world.twin_batches(ForwardMode.DECODE, backends, [1] * 5), 1e-4)

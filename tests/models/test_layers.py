@@ -16,7 +16,7 @@ from sgl.runtime.layers.layernorm import RMSNorm
 from sgl.runtime.layers.linear import (ColumnParallelLinear, MergedColumnParallelLinear, QKVParallelLinear,
                                        RowParallelLinear)
 from sgl.runtime.layers.logits import LogitsProcessor
-from sgl.runtime.layers.rotary import RotaryEmbedding, get_rope, rope_params
+from sgl.runtime.layers.rotary import RotaryEmbedding, get_rope, rope_from_config, rope_params
 from sgl.runtime.models.gguf_weights import gguf_to_hf_name, reverse_permute
 
 LLAMA3_SCALING = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
@@ -55,6 +55,30 @@ def test_llama3_frequencies_match_reference_and_hf():
                          rope_scaling=dict(LLAMA3_SCALING), max_position_embeddings=131072)
     hf_inv_freq, _ = ROPE_INIT_FUNCTIONS["llama3"](config, "cpu")
     torch.testing.assert_close(ours.float(), hf_inv_freq.float(), rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("max_position,long", [(131072, True), (4096, False)])
+def test_longrope_frequencies_and_mscale_match_hf(max_position, long):
+    """Phi-3 128k's LongRoPE, partial rotation: the long factors when the window passes the original
+    one (HF's choice for a sequence that long), else the short ones; cos/sin scaled by HF's factor."""
+    from transformers import Phi3Config
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    gen = torch.Generator().manual_seed(0)
+    scaling = {"type": "su", "short_factor": (1 + torch.rand(24, generator=gen)).tolist(),
+               "long_factor": (1 + 9 * torch.rand(24, generator=gen)).tolist()}
+    config = Phi3Config(hidden_size=3072, num_attention_heads=32, max_position_embeddings=max_position,
+                        original_max_position_embeddings=4096, rope_scaling=scaling, partial_rotary_factor=0.5)
+    rope = rope_from_config(config, 96)
+    assert (rope.head_size, rope.rotary_dim) == (96, 48)
+    hf_inv_freq, hf_mscale = ROPE_INIT_FUNCTIONS["longrope"](config, "cpu", seq_len=4097 if long else None)
+    torch.testing.assert_close(rope.inv_freq(torch.device("cpu")).float(), hf_inv_freq.float(), rtol=1e-6, atol=0)
+    assert rope.mscale == pytest.approx(hf_mscale) and (rope.mscale > 1) == long
+    cos, _ = rope.cos_sin(torch.tensor([0]))
+    assert cos[0, 0].item() == pytest.approx(hf_mscale)
+    with pytest.raises(ValueError, match="long_factor"):
+        get_rope(96, 48, 131072, 1e4, {"rope_type": "longrope", "short_factor": [1.0] * 24,
+                                       "original_max_position_embeddings": 4096})
 
 
 def test_rope_rotation_matches_rotate_half_form():

@@ -87,3 +87,42 @@ def run_logits(model, seqs: List[List[int]], backend: Optional[AttentionBackend]
     with torch.inference_mode():
         hidden = model.forward(fb.input_ids, fb.positions, fb)
         return model.compute_logits(hidden)
+
+
+class CachedSequence:
+    """One sequence run through a real KV pool and attention backend (the torch-native one by
+    default), step by step: `extend` new tokens over the cached ones (a prefill with a cached prefix
+    when some are cached) or `decode` one token; each returns the logits of the new tokens."""
+
+    def __init__(self, model, num_kv_heads: int, head_dim: int, num_layers: int, backend=None,
+                 capacity: int = 256, dtype: torch.dtype = torch.float32):
+        from sgl.runtime.attention.torch_native import TorchNativeAttnBackend
+        from sgl.runtime.mem.memory_pool import ReqToTokenPool, TokenToKVPool
+
+        self.model, self.backend = model, backend or TorchNativeAttnBackend()
+        self.r2t = ReqToTokenPool(2, capacity, "cpu")
+        self.kv = TokenToKVPool(capacity, dtype, num_kv_heads, head_dim, num_layers, "cpu")
+        self.length = 0
+
+    def extend(self, tokens: List[int]) -> torch.Tensor:
+        return self._step(tokens, ForwardMode.EXTEND)
+
+    def decode(self, token: int) -> torch.Tensor:
+        return self._step([token], ForwardMode.DECODE)
+
+    def _step(self, tokens: List[int], mode: ForwardMode) -> torch.Tensor:
+        pre, n = self.length, len(tokens)
+        slots = torch.arange(pre + 1, pre + n + 1)  # slot 0 is the pool's dummy
+        self.r2t.write(0, pre, slots)
+        fb = ForwardBatch(
+            forward_mode=mode, batch_size=1, input_ids=torch.tensor(tokens), positions=torch.arange(pre, pre + n),
+            req_pool_indices=torch.tensor([0]), seq_lens=torch.tensor([pre + n]), out_cache_loc=slots,
+            req_to_token_pool=self.r2t, token_to_kv_pool=self.kv, attn_backend=self.backend,
+            seq_lens_cpu=[pre + n], req_pool_indices_cpu=[0])
+        if mode == ForwardMode.EXTEND:
+            fb.extend_seq_lens, fb.extend_prefix_lens = torch.tensor([n]), torch.tensor([pre])
+            fb.extend_start_loc, fb.extend_seq_lens_cpu, fb.extend_prefix_lens_cpu = torch.tensor([0]), [n], [pre]
+        self.length += n
+        with torch.inference_mode():
+            self.backend.init_forward_metadata(fb)
+            return self.model.compute_logits(self.model.forward(fb.input_ids, fb.positions, fb))

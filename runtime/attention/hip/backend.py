@@ -49,8 +49,9 @@ class HipAttnBackend(AttentionBackend):
         if self.applies_rope:
             if rotary is None:
                 raise ValueError("HiP attention with using_extend needs a model with rotary embeddings")
-            if rotary.rotary_dim != rotary.head_size or not rotary.is_neox_style:
-                raise ValueError("HiP attention applies RoPE itself and supports full-head, neox-style RoPE only; "
+            if rotary.rotary_dim != rotary.head_size or not rotary.is_neox_style or rotary.mscale != 1.0:
+                raise ValueError("HiP attention applies RoPE itself and supports full-head, neox-style RoPE without "
+                                 "a cos/sin factor (LongRoPE's) only; "
                                  "set \"using_extend\": false in --hip-attention-config for this model")
         self.rotary = rotary
         if context_len is None:
