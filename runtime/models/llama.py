@@ -140,35 +140,25 @@ class LlamaModel(nn.Module):
         return hidden_states
 
 
-class LlamaForCausalLM(nn.Module):
+class LlamaDecoderWeights:
+    """What every model on this decoder shares (causal LMs here, the pooling models of
+    llama_embedding.py): the decoder built from the class's options, and HF-named checkpoints
+    loaded into its fused parameters."""
+
     #: None: take `config.attention_bias` (plain Llama has none; Qwen2 forces True)
     qkv_bias: Optional[bool] = None
     qk_norm = False
     #: whether `sliding_window` is applied (Llama, Mistral and Qwen2 keep full attention)
     windowed = False
     model_cls = LlamaModel
+    #: a tied model has no lm_head of its own: a checkpoint's lm_head.weight is skipped
+    tie_word_embeddings = False
 
-    def __init__(self, config: PretrainedConfig, quant_config: object = None):
-        super().__init__()
+    def build_decoder(self, config: PretrainedConfig, quant_config: object = None) -> nn.Module:
         if quant_config is not None:
             raise ValueError("quantized layers are not supported yet; pass quant_config=None")
-        self.config = config
         qkv_bias = self.qkv_bias if self.qkv_bias is not None else bool(getattr(config, "attention_bias", False))
-        self.model = self.model_cls(config, AttentionOptions(qkv_bias, self.qk_norm, self.windowed))
-        self.tie_word_embeddings = bool(getattr(config, "tie_word_embeddings", False))
-        # tied: the same module, so device/dtype moves keep a single tensor
-        self.lm_head = self.model.embed_tokens if self.tie_word_embeddings else ParallelLMHead(config.vocab_size, config.hidden_size)
-        self.logits_processor = LogitsProcessor(config.vocab_size,
-                                                final_logit_softcapping=getattr(config, "final_logit_softcapping", None))
-
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, forward_batch: ForwardBatch,
-                input_embeds: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """input_ids, positions [T] -> final-normed hidden states [T, hidden]."""
-        return self.model(input_ids, positions, forward_batch, input_embeds)
-
-    def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """hidden [N, hidden] -> float32 logits [N, vocab]."""
-        return self.logits_processor(hidden_states, self.lm_head)
+        return self.model_cls(config, AttentionOptions(qkv_bias, self.qk_norm, self.windowed))
 
     def load_weights(self, weights: Iterable[Tuple[str, torch.Tensor]]) -> Set[str]:
         """Copy HF-named checkpoint tensors into the (fused) parameters; returns the parameter
@@ -191,6 +181,28 @@ class LlamaForCausalLM(nn.Module):
         projections go to their shard of the fused parameter."""
         param_name, shard_id = _fused_name(name)
         yield param_name, tensor, shard_id
+
+
+class LlamaForCausalLM(LlamaDecoderWeights, nn.Module):
+    def __init__(self, config: PretrainedConfig, quant_config: object = None):
+        super().__init__()
+        self.config = config
+        self.model = self.build_decoder(config, quant_config)
+        self.tie_word_embeddings = bool(getattr(config, "tie_word_embeddings", False))
+        # tied: the same module, so device/dtype moves keep a single tensor
+        self.lm_head = self.model.embed_tokens if self.tie_word_embeddings else ParallelLMHead(config.vocab_size, config.hidden_size)
+        self.logits_processor = LogitsProcessor(config.vocab_size,
+                                                final_logit_softcapping=getattr(config, "final_logit_softcapping", None))
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, forward_batch: ForwardBatch,
+                input_embeds: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """input_ids, positions [T] -> final-normed hidden states [T, hidden]."""
+        return self.model(input_ids, positions, forward_batch, input_embeds)
+
+    def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """hidden [N, hidden] -> float32 logits [N, vocab]."""
+        return self.logits_processor(hidden_states, self.lm_head)
+
 
 
 def _fused_name(name: str) -> Tuple[str, object]:

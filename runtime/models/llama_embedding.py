@@ -19,24 +19,18 @@ from transformers import PretrainedConfig
 from sgl.runtime.executor.forward_batch import ForwardBatch
 from sgl.runtime.layers.linear import ReplicatedLinear
 from sgl.runtime.layers.pooler import Pooler, PoolingType, pooling_type_of
-from sgl.runtime.models.llama import LlamaForCausalLM, LlamaModel
+from sgl.runtime.models.llama import LlamaDecoderWeights
 
 
-class PoolingModel(nn.Module):
+class PoolingModel(LlamaDecoderWeights, nn.Module):
     """Base of the models served through /encode, /classify and /v1/embeddings only."""
 
-    #: None: take `config.attention_bias` (Qwen2 forces True)
-    qkv_bias: Optional[bool] = None
-    # base-model checkpoints (HF `LlamaModel`, e5-mistral) name tensors without the "model." prefix
     tie_word_embeddings = True  # no LM head: a checkpoint's lm_head.weight is skipped
 
     def __init__(self, config: PretrainedConfig, quant_config: object = None):
         super().__init__()
-        if quant_config is not None:
-            raise ValueError("quantized layers are not supported yet; pass quant_config=None")
         self.config = config
-        qkv_bias = self.qkv_bias if self.qkv_bias is not None else bool(getattr(config, "attention_bias", False))
-        self.model = LlamaModel(config, qkv_bias)
+        self.model = self.build_decoder(config, quant_config)
         self.pooler = self.make_pooler(config)
 
     def make_pooler(self, config: PretrainedConfig) -> Pooler:
@@ -52,7 +46,8 @@ class PoolingModel(nn.Module):
         return self.pooler.finish(pooled, num_tokens)
 
     def load_weights(self, weights: Iterable[Tuple[str, torch.Tensor]]) -> Set[str]:
-        return LlamaForCausalLM.load_weights(self, ((_with_model_prefix(n), t) for n, t in weights))
+        # base-model checkpoints (HF `LlamaModel`, e5-mistral) name tensors without the "model." prefix
+        return super().load_weights((_with_model_prefix(n), t) for n, t in weights)
 
 
 def _with_model_prefix(name: str) -> str:
