@@ -75,7 +75,8 @@ def test_streaming_is_passed_through_chunk_by_chunk(cluster):
 
 
 def test_killed_worker_fails_only_its_requests_and_comes_back(cluster):
-    router, (w0, w1) = cluster
+    router, workers = cluster
+    w0, w1 = workers
     # A request in flight to w0 (round robin sends the first request to w0).
     result = {}
 
@@ -98,7 +99,7 @@ def test_killed_worker_fails_only_its_requests_and_comes_back(cluster):
         r = requests.post(router.url + "/generate", json={"text": "after"}, timeout=10)
         assert r.status_code == 200 and r.json()["text"].startswith(f"{w1.port}:")
     # The worker comes back on the same port: the health check re-admits it.
-    FakeWorker(w0.port)
+    workers.append(FakeWorker(w0.port))  # the fixture stops it
     wait_until(lambda: router.workers()[w0.url]["healthy"])
     ports = {requests.post(router.url + "/generate", json={"text": "x"}, timeout=10).json()["text"].split(":")[0]
              for _ in range(4)}
