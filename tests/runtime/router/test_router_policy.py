@@ -78,3 +78,30 @@ def test_round_robin_random_shortest_queue():
 def test_unknown_policy():
     with pytest.raises(ValueError, match="policy must be one of"):
         make_policy("nope", PolicyConfig())
+
+
+def test_routing_text():
+    from sgl.runtime.router.request_text import routing_text
+
+    assert routing_text({"text": "abc"}) == "abc"
+    assert routing_text({"text": ["first", "second"]}) == "first"  # a batch routes by its first prompt
+    assert routing_text({"prompt": [1, 2, 3]}) == "1 2 3"
+    assert routing_text({"input_ids": [[5, 6], [7]]}) == "5 6"
+    assert routing_text({"input": "embed me"}) == "embed me"
+    chat = routing_text({"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "q"}]})
+    assert chat.startswith('[{"content": "S"')
+    assert routing_text([1, 2]) == "" and routing_text({}) == ""
+
+
+def test_help_names_every_flag_with_its_default():
+    import dataclasses
+
+    from sgl.runtime.router.launch import build_parser
+    from sgl.runtime.router.router_args import RouterArgs
+
+    text = " ".join(build_parser().format_help().split())
+    for f in dataclasses.fields(RouterArgs):
+        assert "--" + f.name.replace("_", "-") in text
+    assert text.count("(default:") == len(dataclasses.fields(RouterArgs))
+    with pytest.raises(ValueError, match="cache_threshold"):
+        RouterArgs(cache_threshold=2.0)
