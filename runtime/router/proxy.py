@@ -53,7 +53,7 @@ async def send(session: aiohttp.ClientSession, pool: WorkerPool, worker: Worker,
         raise _failed(pool, worker, exc) from exc
     if stream and resp.status == 200:
         media = resp.headers.get("Content-Type", "text/event-stream")
-        return StreamingResponse(_relay(pool, worker, resp), status_code=200, media_type=media)
+        return _RelayResponse(_Relay(pool, worker, resp), media)
     try:
         content = await resp.read()
     except _NETWORK_ERRORS as exc:
@@ -72,17 +72,44 @@ def _failed(pool: WorkerPool, worker: Worker, exc: BaseException) -> ApiError:
                     f"retry it (the router sends it to a healthy worker).", 502)
 
 
-async def _relay(pool: WorkerPool, worker: Worker, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    finished = False
-    try:
-        async for chunk in resp.content.iter_any():
-            yield chunk
-        finished = True
-    except _NETWORK_ERRORS as exc:
-        err = _failed(pool, worker, exc)
-        finished = True
-        yield b"data: " + json.dumps(error_body(err.message, err.status_code)).encode() + b"\n\n"
-    finally:
-        worker.load -= 1
+class _Relay:
+    """A worker's stream, relayed chunk by chunk; `close` (idempotent) ends the request's load."""
+
+    def __init__(self, pool: WorkerPool, worker: Worker, resp: aiohttp.ClientResponse) -> None:
+        self.pool, self.worker, self.resp = pool, worker, resp
+        self.finished = self.closed = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self.resp.content.iter_any():
+                yield chunk
+            self.finished = True
+        except _NETWORK_ERRORS as exc:
+            err = _failed(self.pool, self.worker, exc)
+            self.finished = True
+            yield b"data: " + json.dumps(error_body(err.message, err.status_code)).encode() + b"\n\n"
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.worker.load -= 1
         # The client went away mid-stream: closing the connection aborts the request on the worker.
-        resp.release() if finished else resp.close()
+        self.resp.release() if self.finished else self.resp.close()
+
+
+class _RelayResponse(StreamingResponse):
+    """Closes the relay however the response ends: a client gone before the first chunk never
+    starts the generator, so its `finally` alone would not run."""
+
+    def __init__(self, relay: _Relay, media_type: str) -> None:
+        super().__init__(relay.chunks(), status_code=200, media_type=media_type)
+        self.relay = relay
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.relay.close()

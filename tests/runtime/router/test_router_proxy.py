@@ -161,3 +161,11 @@ def test_cache_aware_sends_a_shared_prefix_to_one_worker():
         router.stop()
         for w in workers:
             w.kill()
+
+
+def test_client_leaving_a_stream_ends_its_load(cluster):
+    router, _ = cluster
+    with requests.post(router.url + "/generate", json={"text": "s", "stream": True}, stream=True, timeout=10) as r:
+        next(line for line in r.iter_lines() if line)
+    wait_until(lambda: all(w["load"] == 0 for w in router.workers().values()))
+    assert requests.post(router.url + "/generate", json={"text": "x"}, timeout=10).status_code == 200
