@@ -18,13 +18,12 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sgl.runtime.server.responses import ClientDisconnected
-from sgl.runtime.tokenizer.tokenizer_manager import RuntimeDeadError
 
 logger = logging.getLogger(__name__)
 
 _TYPES = {400: "BadRequestError", 401: "AuthenticationError", 404: "NotFoundError",
           405: "MethodNotAllowedError", 413: "RequestTooLargeError", 499: "ClientClosedRequest",
-          500: "InternalServerError", 503: "ServiceUnavailableError"}
+          500: "InternalServerError", 502: "BadGatewayError", 503: "ServiceUnavailableError"}
 
 
 class ApiError(Exception):
@@ -93,6 +92,9 @@ def _is_type_tag(part: Any) -> bool:
 
 def install_exception_handlers(app: FastAPI, known_params: Iterable[str]) -> None:
     """Map every exception a route can raise to the error shape; client errors never become 500s."""
+    # Imported here, not at the top: the router (sgl.runtime.router) uses this module without torch.
+    from sgl.runtime.tokenizer.tokenizer_manager import RuntimeDeadError
+
     known = tuple(known_params)
 
     @app.exception_handler(ApiError)
@@ -138,6 +140,8 @@ def _server_side(exc: Exception) -> JSONResponse:
 
 def error_event(exc: BaseException, known: Iterable[str] = ()) -> dict[str, Any]:
     """The body of an in-stream `data: {"error": ...}` event for an exception raised mid-stream."""
+    from sgl.runtime.tokenizer.tokenizer_manager import RuntimeDeadError
+
     if isinstance(exc, ApiError):
         return error_body(exc.message, exc.status_code, exc.param)
     if isinstance(exc, RuntimeDeadError):
