@@ -16,6 +16,8 @@ from typing import List, Optional
 
 import aiohttp
 from fastapi import FastAPI, Request
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from sgl.runtime.router.policy import make_policy
@@ -24,6 +26,7 @@ from sgl.runtime.router.request_text import routing_text
 from sgl.runtime.router.router_args import RouterArgs, normalize_url
 from sgl.runtime.router.workers import WorkerPool
 from sgl.runtime.server.errors import ApiError, install_exception_handlers
+from sgl.runtime.server.metrics import CONTENT_TYPE
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +43,8 @@ class Router:
         self.pool = WorkerPool(args.worker_urls, self.policy, args.health_check_timeout_secs)
         self.session: Optional[aiohttp.ClientSession] = None
         self._tasks: List[asyncio.Task] = []
+        self._metrics = CollectorRegistry()
+        self._metrics.register(_RouterMetrics(self.pool))
 
     async def start(self) -> None:
         timeout = aiohttp.ClientTimeout(total=self.args.request_timeout_secs)
@@ -135,18 +140,39 @@ class Router:
         self.pool.remove(url)
         return JSONResponse({"message": f"Removed worker {url}", "url": url})
 
-    def metrics_text(self) -> str:
-        lines = []
-        for w in self.pool.workers.values():
-            label = f'{{worker="{w.url}"}}'
-            lines += [f"sgl_router_requests_total{label} {w.stats.requests}",
-                      f"sgl_router_failed_requests_total{label} {w.stats.failed}",
-                      f"sgl_router_prompt_chars_total{label} {w.stats.prompt_chars}",
-                      f"sgl_router_matched_chars_total{label} {w.stats.matched_chars}",
-                      f"sgl_router_worker_load{label} {w.load}",
-                      f"sgl_router_worker_healthy{label} {int(w.healthy)}"]
-        lines.append(f"sgl_router_cache_hit_rate {self.pool.stats()['cache_hit_rate']}")
-        return "\n".join(lines) + "\n"
+    def metrics_text(self) -> bytes:
+        """Prometheus text of the per-worker counters and the router's cache estimate, read from
+        the worker pool when scraped (prometheus_client's exposition)."""
+        return generate_latest(self._metrics)
+
+
+class _RouterMetrics:
+    """A prometheus_client collector over the worker pool's own statistics (nothing is counted twice)."""
+
+    def __init__(self, pool: WorkerPool) -> None:
+        self.pool = pool
+
+    def collect(self):
+        fams = [
+            (CounterMetricFamily("sgl_router_requests", "Requests sent to the worker.", labels=["worker"]),
+             lambda w: w.stats.requests),
+            (CounterMetricFamily("sgl_router_failed_requests", "Requests that failed at the worker.", labels=["worker"]),
+             lambda w: w.stats.failed),
+            (CounterMetricFamily("sgl_router_prompt_chars", "Characters of routing text sent.", labels=["worker"]),
+             lambda w: w.stats.prompt_chars),
+            (CounterMetricFamily("sgl_router_matched_chars", "Characters the prefix tree matched.", labels=["worker"]),
+             lambda w: w.stats.matched_chars),
+            (GaugeMetricFamily("sgl_router_worker_load", "Requests in flight at the worker.", labels=["worker"]),
+             lambda w: w.load),
+            (GaugeMetricFamily("sgl_router_worker_healthy", "1 while the worker is in the rotation.", labels=["worker"]),
+             lambda w: int(w.healthy)),
+        ]
+        for fam, value in fams:
+            for w in self.pool.workers.values():
+                fam.add_metric([w.url], value(w))
+            yield fam
+        yield GaugeMetricFamily("sgl_router_cache_hit_rate", "Matched / routed characters (the router's estimate).",
+                                value=self.pool.stats()["cache_hit_rate"])
 
 
 def _parse_json(raw: bytes):
@@ -228,6 +254,6 @@ def _add_router_routes(app: FastAPI, router: Router) -> None:
     async def router_stats() -> JSONResponse:
         return JSONResponse(router.pool.stats())
 
-    @app.get("/metrics", response_class=PlainTextResponse)
-    async def metrics() -> str:
-        return router.metrics_text()
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(router.metrics_text(), media_type=CONTENT_TYPE)

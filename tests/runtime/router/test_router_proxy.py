@@ -44,7 +44,11 @@ def test_proxies_native_and_openai_routes(cluster):
     assert all(["/flush_cache", None] in w.received() for w in workers)
     stats = requests.get(router.url + "/get_router_stats", timeout=5).json()
     assert stats["total_requests"] == 9 and stats["policy"] == "round_robin"
-    assert "sgl_router_requests_total" in requests.get(router.url + "/metrics", timeout=5).text
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = {f.name: f for f in text_string_to_metric_families(requests.get(router.url + "/metrics", timeout=5).text)}
+    assert sum(s.value for s in families["sgl_router_requests"].samples) >= 1
+    assert {"sgl_router_worker_load", "sgl_router_worker_healthy", "sgl_router_cache_hit_rate"} <= set(families)
 
 
 def test_bad_input_is_a_400(cluster):
