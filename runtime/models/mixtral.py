@@ -9,7 +9,7 @@ memory (`mlp.experts.gate_up_proj` [E, 2I, H], `mlp.experts.down_proj` [E, H, I]
 from __future__ import annotations
 
 import re
-from typing import Iterable, Set, Tuple
+from typing import Dict, Iterable, Set, Tuple
 
 import torch
 from torch import nn
@@ -70,7 +70,7 @@ class MixtralForCausalLM(LlamaForCausalLM):
     def load_weights(self, weights: Iterable[Tuple[str, torch.Tensor]]) -> Set[str]:
         """Expert matrices go to their slice of the stacked expert weights; the rest as in Llama."""
         params = dict(self.named_parameters())
-        loaded: Set[str] = set()
+        shards: Dict[str, Set[Tuple[int, str]]] = {}  # a stacked weight counts as loaded once every expert's parts came
 
         def others():
             for name, tensor in weights:
@@ -85,9 +85,11 @@ class MixtralForCausalLM(LlamaForCausalLM):
                 if param_name not in params:
                     raise ValueError(f"checkpoint tensor {name!r} has no matching parameter in {type(self).__name__}")
                 params[param_name].weight_loader(params[param_name], tensor, (int(expert), which))
-                loaded.add(param_name)
+                shards.setdefault(param_name, set()).add((int(expert), which))
 
-        return super().load_weights(others()) | loaded
+        loaded = super().load_weights(others())
+        experts = self.config.num_local_experts
+        return loaded | {name for name, parts in shards.items() if len(parts) == experts * (1 if name.endswith("w2_weight") else 2)}
 
 
 EntryClass = [MixtralForCausalLM]

@@ -48,6 +48,18 @@ def test_prefill_logits_match_hf(hf_mixtral):
     torch.testing.assert_close(run_logits(again, SEQS), expected, rtol=1e-4, atol=1e-4)
 
 
+def test_missing_expert_weight_is_an_error(hf_mixtral, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    _, path = hf_mixtral
+    tensors = load_file(f"{path}/model.safetensors")
+    tensors.pop("model.layers.1.block_sparse_moe.experts.2.w3.weight")
+    save_file(tensors, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    (tmp_path / "config.json").write_text(open(f"{path}/config.json").read())
+    with pytest.raises(ValueError, match="model.layers.1.mlp.experts.w13_weight"):
+        load_model(ModelConfig.load(str(tmp_path), "safetensors", device="cpu", dtype="float32"))
+
+
 def test_greedy_decode_matches_hf(hf_mixtral):
     hf, path = hf_mixtral
     sa = ServerArgs(model_path=path, load_format="safetensors", skip_tokenizer_init=True, dtype="float32", device="cpu",
