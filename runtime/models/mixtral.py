@@ -60,12 +60,7 @@ class MixtralModel(LlamaModel):
 
 class MixtralForCausalLM(LlamaForCausalLM):
     model_cls = MixtralModel
-
-    def __init__(self, config: PretrainedConfig, quant_config: object = None):
-        if getattr(config, "sliding_window", None):
-            raise ValueError(f"sliding_window {config.sliding_window} is not supported for Mixtral; "
-                             "set it to null (full attention, as Mixtral-8x7B's config does)")
-        super().__init__(config, quant_config)
+    windowed = True  # `sliding_window` on every layer, as HF applies it (null in the released configs)
 
     def load_weights(self, weights: Iterable[Tuple[str, torch.Tensor]]) -> Set[str]:
         """Expert matrices go to their slice of the stacked expert weights; the rest as in Llama."""

@@ -1,6 +1,7 @@
-"""Mixtral (sparse MoE) on a tiny random HF checkpoint: prefill logits and greedy decoding through
-the scheduler equal transformers'; the shipped mixtral-8x7b config builds (shrunk) with dummy
-weights; the torch MoE path equals a dense evaluation of every expert."""
+"""Mixtral specifics (its prefill, cached-prefix, decode and greedy-scheduler checks against HF,
+with a sliding window, are in test_families.py): checkpoints with transformers' stacked expert names,
+an incomplete expert checkpoint, the window on every layer, the shipped mixtral-8x7b config with
+dummy weights, and the torch MoE path against a dense evaluation of every expert."""
 
 from __future__ import annotations
 
@@ -8,17 +9,15 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from transformers import MixtralConfig
 from transformers import MixtralForCausalLM as HFMixtral
 
 from sgltest.model_testing import run_logits
-from sgltest.runtime_helpers import run_all, submit
-from sgl.runtime.executor.model_runner import ModelRunner
+from sgl.runtime.layers.attention import RadixAttention
 from sgl.runtime.layers.moe import FusedMoE, select_experts
 from sgl.runtime.models.loader import load_model
 from sgl.runtime.models.model_config import ModelConfig
-from sgl.runtime.scheduler.scheduler import Scheduler
-from sgl.runtime.server_args import ServerArgs
 
 TINY = dict(vocab_size=256, hidden_size=64, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2, max_position_embeddings=256,
@@ -31,48 +30,40 @@ def hf_mixtral(tmp_path_factory):
     torch.manual_seed(0)
     model = HFMixtral(MixtralConfig(**TINY)).float().eval()
     path = str(tmp_path_factory.mktemp("mixtral"))
-    model.save_pretrained(path, safe_serialization=True)
+    model.save_pretrained(path, safe_serialization=True)  # the checkpoint names: block_sparse_moe.experts.{e}.w1/w2/w3
     return model, path
 
 
-def test_prefill_logits_match_hf(hf_mixtral):
+def _load(path, fmt="safetensors"):
+    return load_model(ModelConfig.load(path, fmt, device="cpu", dtype="float32"), device="cpu")
+
+
+def test_checkpoint_and_stacked_names_match_hf(hf_mixtral):
     hf, path = hf_mixtral
-    ours = load_model(ModelConfig.load(path, "safetensors", device="cpu", dtype="float32"), device="cpu")
-    assert type(ours).__name__ == "MixtralForCausalLM"
     with torch.inference_mode():
         expected = torch.cat([hf(torch.tensor([s])).logits[0].float() for s in SEQS])
-    torch.testing.assert_close(run_logits(ours, SEQS), expected, rtol=1e-4, atol=1e-4)
-    # transformers' in-memory names (stacked experts, `mlp.gate`) load into the same weights
-    again = load_model(ModelConfig.load(path, "dummy", device="cpu", dtype="float32"), device="cpu")
-    again.load_weights(hf.state_dict().items())
-    torch.testing.assert_close(run_logits(again, SEQS), expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(run_logits(_load(path), SEQS), expected, rtol=1e-4, atol=1e-4)
+    # transformers' in-memory names (`mlp.gate`, stacked `mlp.experts.gate_up_proj` / `down_proj`)
+    stacked = _load(path, "dummy")
+    stacked.load_weights(hf.state_dict().items())
+    torch.testing.assert_close(run_logits(stacked, SEQS), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_missing_expert_weight_is_an_error(hf_mixtral, tmp_path):
-    from safetensors.torch import load_file, save_file
-
     _, path = hf_mixtral
     tensors = load_file(f"{path}/model.safetensors")
     tensors.pop("model.layers.1.block_sparse_moe.experts.2.w3.weight")
     save_file(tensors, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
     (tmp_path / "config.json").write_text(open(f"{path}/config.json").read())
     with pytest.raises(ValueError, match="model.layers.1.mlp.experts.w13_weight"):
-        load_model(ModelConfig.load(str(tmp_path), "safetensors", device="cpu", dtype="float32"))
+        _load(str(tmp_path))
 
 
-def test_greedy_decode_matches_hf(hf_mixtral):
-    hf, path = hf_mixtral
-    sa = ServerArgs(model_path=path, load_format="safetensors", skip_tokenizer_init=True, dtype="float32", device="cpu",
-                    attention_backend="torch_native", log_level="error", max_total_tokens=512, random_seed=0)
-    sched = Scheduler(sa, model_runner=ModelRunner(sa))
-    for i, ids in enumerate(SEQS):
-        submit(sched, None, f"r{i}", ids, max_new_tokens=8, temperature=0, ignore_eos=True)
-    results = run_all(sched)
-    for i, ids in enumerate(SEQS):
-        with torch.inference_mode():
-            want = hf.generate(torch.tensor([ids]), max_new_tokens=8, do_sample=False, eos_token_id=None,
-                               pad_token_id=0)[0, len(ids):].tolist()
-        assert len(want) == 8 and results[f"r{i}"]["ids"] == want
+def test_sliding_window_on_every_layer():
+    override = json.dumps(dict(num_hidden_layers=3, hidden_size=64, intermediate_size=32, num_attention_heads=4,
+                               num_key_value_heads=2, vocab_size=256, sliding_window=4096))
+    model = load_model(ModelConfig.load("mixtral-8x7b", "dummy", json_override=override, device="cpu", dtype="float32"))
+    assert [m.sliding_window_size for m in model.modules() if isinstance(m, RadixAttention)] == [4095] * 3
 
 
 def test_builtin_config_and_dummy_construction():
@@ -82,18 +73,14 @@ def test_builtin_config_and_dummy_construction():
         ("MixtralForCausalLM", 4096, 32, 8)
     assert (hf.num_local_experts, hf.num_experts_per_tok, hf.intermediate_size, config.vocab_size) == (8, 2, 14336, 32000)
     assert config.context_len == 32768 and hf.sliding_window is None
+    # shrunk widths: the real model's 47B parameters are not allocated
     small = json.dumps(dict(num_hidden_layers=2, hidden_size=64, intermediate_size=32, num_attention_heads=4,
                             num_key_value_heads=2, vocab_size=256))
     model = load_model(ModelConfig.load("mixtral-8x7b", "dummy", json_override=small, device="cpu", dtype="float32"))
     assert tuple(model.model.layers[0].mlp.experts.w13_weight.shape) == (8, 64, 64)
+    assert all(m.sliding_window_size == -1 for m in model.modules() if isinstance(m, RadixAttention))
     logits = run_logits(model, SEQS[:2])
     assert torch.isfinite(logits).all() and logits.std() > 0
-
-
-def test_sliding_window_is_refused():
-    window = json.dumps({"sliding_window": 4096})
-    with pytest.raises(ValueError, match="sliding_window 4096 is not supported for Mixtral"):
-        load_model(ModelConfig.load("mixtral-8x7b", "dummy", json_override=window, device="cpu"), device="meta")
 
 
 def test_moe_layer_equals_dense_mixture():
