@@ -150,3 +150,21 @@ def random_req_to_token(seq_lens: Sequence[int], rows: int, max_ctx: int, num_sl
         table[row, :length] = slots[start : start + length].int()
         start += length
     return table, req_rows
+
+
+def fused_moe_ref(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,
+                  topk_ids: torch.Tensor) -> torch.Tensor:
+    """Sparse MoE of SwiGLU experts: x [T, H]; w13 [E, 2I, H] (gate rows, then up rows); w2 [E, H, I];
+    topk_weights [T, k], topk_ids [T, k]. out[t] = sum_j topk_weights[t, j] * w2[e] @ (silu(g) * u)
+    with e = topk_ids[t, j] and g, u = split(w13[e] @ x[t]). One expert at a time over the tokens
+    routed to it (index_select, then index_add into a float32 sum); returns x's dtype."""
+    top_k = topk_ids.shape[1]
+    out = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
+    flat_ids, flat_weights = topk_ids.reshape(-1), topk_weights.reshape(-1).float()
+    for expert in flat_ids.unique().tolist():
+        slots = (flat_ids == expert).nonzero().squeeze(1)
+        tokens = slots // top_k
+        gate, up = (x.index_select(0, tokens) @ w13[expert].t()).chunk(2, dim=-1)
+        y = (torch.nn.functional.silu(gate) * up) @ w2[expert].t()
+        out.index_add_(0, tokens, y.float() * flat_weights[slots, None])
+    return out.to(x.dtype)

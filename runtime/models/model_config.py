@@ -28,7 +28,8 @@ _DTYPE_NAMES = {
 
 # config.json written without `architectures` still names its model_type
 _MODEL_TYPE_ARCH = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
-                    "qwen3": "Qwen3ForCausalLM", "phi3": "Phi3ForCausalLM", "gemma2": "Gemma2ForCausalLM"}
+                    "qwen3": "Qwen3ForCausalLM", "phi3": "Phi3ForCausalLM", "gemma2": "Gemma2ForCausalLM",
+                    "mixtral": "MixtralForCausalLM"}
 
 
 # float32 checkpoints of these families run in bf16 on GPUs under dtype "auto": their activations

@@ -14,7 +14,8 @@ from typing import Dict, List, Sequence, Tuple, Type
 from torch import nn
 
 MODEL_MODULES = ("sgl.runtime.models.llama", "sgl.runtime.models.qwen2", "sgl.runtime.models.qwen3",
-                 "sgl.runtime.models.phi3", "sgl.runtime.models.gemma2", "sgl.runtime.models.llama_embedding")
+                 "sgl.runtime.models.phi3", "sgl.runtime.models.gemma2", "sgl.runtime.models.llama_embedding",
+                 "sgl.runtime.models.mixtral")
 
 
 def import_model_classes() -> Dict[str, Type[nn.Module]]:

@@ -1,7 +1,7 @@
 """What the GPU would run, checked without one: the hot kernels compiled for sm_90 must use
 16-byte asynchronous copies (the decode kernel is bandwidth-bound: T6), tensor-core dots (wgmma
 for extend, whose 8K prefill target is 400 TFLOP/s), 16-byte loads in RMSNorm, and no local
-memory (register spills)."""
+memory (register spills); fused MoE's grouped GEMMs on wgmma with asynchronous copies too."""
 
 from __future__ import annotations
 
@@ -42,3 +42,10 @@ def test_extend_uses_wgmma_and_pipelined_loads(sass, build):
 
 def test_rmsnorm_loads_16_bytes(sass):
     assert sass["rmsnorm"]["LDG.E.128"] > 0 and sass["rmsnorm"]["LDG.E.U16"] == 0
+
+
+@pytest.mark.parametrize("build", ["moe_w13", "moe_w2"])
+def test_fused_moe_gemms_use_wgmma_without_spills(sass, build):
+    m = sass[build]
+    assert m["HGMMA"] > 0 and m["LDGSTS.E.BYPASS.128"] > 0
+    assert m["local_bytes"] == 0 and m["LDL"] == 0

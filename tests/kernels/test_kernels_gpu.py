@@ -193,3 +193,27 @@ def test_layer_hooks_match_torch_paths(cuda_gen, monkeypatch):
     for a, b in zip(fast, slow):
         assert a.shape == b.shape and a.dtype == b.dtype
         assert ulp_close(a, b)
+
+
+@pytest.mark.parametrize("tokens", [1, 5, 300])
+def test_fused_moe_mixtral_layout(cuda_gen, tokens):
+    """8 experts, top-2, bf16 (Mixtral's routing at a quarter of its width), and one capture +
+    replay in a CUDA graph with new routing (moe_align_block_size must not read back to the host)."""
+    from sgl.kernels.fused_moe import fused_moe
+    from sgl.runtime.layers.moe import select_experts
+
+    experts, hidden, inter = 8, 1024, 3584
+    x = torch.randn(tokens, hidden, device="cuda", generator=cuda_gen).bfloat16()
+    w13 = (torch.randn(experts, 2 * inter, hidden, device="cuda", generator=cuda_gen) * hidden**-0.5).bfloat16()
+    w2 = (torch.randn(experts, hidden, inter, device="cuda", generator=cuda_gen) * inter**-0.5).bfloat16()
+    logits = torch.randn(tokens, experts, device="cuda", generator=cuda_gen)
+    weights, ids = select_experts(logits, 2)
+    assert rel_err(fused_moe(x, w13, w2, weights, ids), R.fused_moe_ref(x, w13, w2, weights, ids)) < BF16_TOL
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fused_moe(x, w13, w2, weights, ids)
+    new_weights, new_ids = select_experts(torch.randn(tokens, experts, device="cuda", generator=cuda_gen), 2)
+    weights.copy_(new_weights)
+    ids.copy_(new_ids)
+    graph.replay()
+    assert rel_err(out, R.fused_moe_ref(x, w13, w2, weights, ids)) < BF16_TOL

@@ -1,4 +1,4 @@
-"""Qwen3, Phi-3 and Gemma 2 against HF transformers on tiny random float32 checkpoints: logits of a
+"""Qwen3, Phi-3, Gemma 2 and Mixtral against HF transformers on tiny random float32 checkpoints: logits of a
 prefill, of a prefill over a cached prefix and of decode steps through the torch-native backend and
 a real KV pool, and greedy decoding through the scheduler; plus the built-in configs with dummy weights."""
 
@@ -48,12 +48,15 @@ def _configs():
         # the window (5) shorter than the prompts; caps small enough to bind (checked below)
         "gemma2": transformers.Gemma2Config(**BASE, head_dim=32, query_pre_attn_scalar=24, sliding_window=5,
                                             attn_logit_softcapping=3.0, final_logit_softcapping=4.0),
+        # 4 experts, top-2 (the sparse MoE of layers/moe.py), and a window shorter than the prompts on every layer
+        "mixtral": transformers.MixtralConfig(**BASE, num_local_experts=4, num_experts_per_tok=2, sliding_window=5,
+                                              rope_theta=1e6, tie_word_embeddings=False),
     }
 
 
 CONFIGS = _configs()
 HF_CLASSES = {"qwen3": transformers.Qwen3ForCausalLM, "phi3": transformers.Phi3ForCausalLM,
-              "gemma2": transformers.Gemma2ForCausalLM}
+              "gemma2": transformers.Gemma2ForCausalLM, "mixtral": transformers.MixtralForCausalLM}
 
 
 def _hf_model(name: str):

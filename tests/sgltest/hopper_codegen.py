@@ -24,7 +24,8 @@ from triton.compiler import ASTSource  # noqa: E402
 
 BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
 WATCH = ("HGMMA", "HMMA", "LDGSTS.E.BYPASS.128", "LDG.E.128", "LDG.E.U16", "LDL", "STL")
-UNALIGNED = {"stride_r2t", "kv_group", "stride_mlh", "head_blocks", "max_splits", "qk_scale", "eps", "num_heads"}
+UNALIGNED = {"stride_r2t", "kv_group", "stride_mlh", "head_blocks", "max_splits", "qk_scale", "eps", "num_heads",
+             "num_slots", "a_row_div"}
 
 
 def compile_sass(fn, sig: dict, constexprs: dict, num_warps: int, num_stages: int) -> dict:
@@ -44,7 +45,7 @@ def compile_sass(fn, sig: dict, constexprs: dict, num_warps: int, num_stages: in
 
 
 def main() -> None:
-    from sgl.kernels import decode_attention as da, extend_attention as ea, rmsnorm as rn
+    from sgl.kernels import decode_attention as da, extend_attention as ea, fused_moe as fm, rmsnorm as rn
 
     bf16_ptrs = {n: "*bf16" for n in ("Q", "K", "V", "KExt", "VExt", "Out", "KBuf", "VBuf", "X", "R", "W", "SumOut")}
     ptrs = dict(bf16_ptrs, ReqToToken="*i32", ReqPoolIdx="*i64", SeqLens="*i64", MidO="*fp32", MidLse="*fp32",
@@ -52,11 +53,15 @@ def main() -> None:
     decode_sig = {n: ptrs.get(n, "i32") for n in da._decode_split_kernel.arg_names}
     extend_sig = {n: ptrs.get(n, "i32") for n in ea._extend_kernel.arg_names}
     norm_sig = {n: ptrs.get(n, "i32") for n in rn._rmsnorm_kernel.arg_names}
-    for fn, sig in ((da._decode_split_kernel, decode_sig), (ea._extend_kernel, extend_sig), (rn._rmsnorm_kernel, norm_sig)):
+    moe_ptrs = dict(A="*bf16", B="*bf16", C="*bf16", Weights="*fp32", SortedSlots="*i32", BlockExperts="*i32", NumPadded="*i32")
+    moe_sig = {n: moe_ptrs.get(n, "i32") for n in fm._moe_gemm_kernel.arg_names}
+    for fn, sig in ((da._decode_split_kernel, decode_sig), (ea._extend_kernel, extend_sig), (rn._rmsnorm_kernel, norm_sig),
+                    (fm._moe_gemm_kernel, moe_sig)):
         for p in fn.params:
             if p.is_constexpr:
                 sig[p.name] = "constexpr"
     dcfg, ecfg = da.default_decode_config(), ea.default_extend_config(128)
+    moe_tiles = dict(DOT_F32=False, DOT_PRECISION="tf32", BLOCK_M=64, BLOCK_N=64, BLOCK_K=64)
     out = {
         "decode_split": compile_sass(da._decode_split_kernel, decode_sig, dict(
             MIN_SPLIT=dcfg.min_split_len, BLOCK_N=dcfg.block_n, BLOCK_H=16, BLOCK_D=128, BLOCK_DV=128, DOT_F32=False,
@@ -68,6 +73,9 @@ def main() -> None:
             HEAD_DIM=128, V_HEAD_DIM=128, BLOCK_M=ecfg.block_m, BLOCK_N=ecfg.block_n, BLOCK_D=128, BLOCK_DV=128,
             DOT_F32=False, DOT_PRECISION="tf32", HAS_PREFIX=False), ecfg.num_warps, ecfg.num_stages),
         "rmsnorm": compile_sass(rn._rmsnorm_kernel, norm_sig, dict(HAS_RESIDUAL=True, BLOCK=4096), 8, 1),
+        # the two launches of fused MoE at the prefill tile (BLOCK_M 64): w13 with SiLU-and-mul, w2 into float32
+        "moe_w13": compile_sass(fm._moe_gemm_kernel, moe_sig, dict(moe_tiles, SWIGLU=True, MUL_WEIGHT=False), 4, 3),
+        "moe_w2": compile_sass(fm._moe_gemm_kernel, dict(moe_sig, C="*fp32"), dict(moe_tiles, SWIGLU=False, MUL_WEIGHT=True), 4, 3),
     }
     print(json.dumps(out))
 
