@@ -166,6 +166,15 @@ class ServerArgs:
         "time, and --context-length past the model's trained window.")
     hip_attention_config: Optional[str] = _f(
         None, "HiP configuration: a preset (3K, 5K, 16K-shallow), a JSON object or a JSON file. Unset: 3K.")
+    enable_hip_offload: bool = _f(
+        False, "HiP KV offloading: K/V of every layer in pinned host memory, per-layer GPU caches for the pruning "
+        "and the sparse attention (docs/hip.md). Needs --enable-hip-attention; --max-total-tokens is then bounded "
+        "by host memory.")
+    hip_max_mask_cache_token_size: int = _f(
+        131072, "With --enable-hip-offload: tokens of keys each layer's GPU mask cache holds (x2 for HiP's dense layers).")
+    hip_max_sa_cache_token_size: int = _f(
+        16384, "With --enable-hip-offload: tokens of keys and values each layer's GPU sparse-attention cache holds "
+        "(x2 for HiP's dense layers).")
     sampling_backend: Optional[str] = _f(
         None, "Sampling kernels: pytorch. Unset: pytorch. flashinfer sampling is not built yet.", choices=["pytorch"],
         unsupported=Unsupported("flashinfer sampling is not built yet; use pytorch",
@@ -269,6 +278,13 @@ class ServerArgs:
             raise ValueError("--cuda-graph-max-bs must be >= 1 (or unset: sized from the GPU's memory)")
         if self.cuda_graph_bs is not None and any(b < 1 for b in self.cuda_graph_bs):
             raise ValueError(f"--cuda-graph-bs sizes must be >= 1, got {self.cuda_graph_bs}")
+        if self.enable_hip_offload:
+            if not self.enable_hip_attention:
+                raise ValueError("--enable-hip-offload offloads HiP attention's KV; add --enable-hip-attention")
+            if os.environ.get("DEBUG_ONLINE", "0") == "1":
+                raise ValueError("DEBUG_ONLINE=1 (the online cache update inside the kernels) is not built; "
+                                 "--enable-hip-offload updates its caches after each refreshing layer (unset DEBUG_ONLINE)")
+        _positive(self, "hip_max_mask_cache_token_size", "hip_max_sa_cache_token_size")
         if self.hip_attention_config is not None:
             if not self.enable_hip_attention:
                 raise ValueError("--hip-attention-config applies to HiP attention; add --enable-hip-attention")

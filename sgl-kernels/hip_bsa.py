@@ -49,6 +49,7 @@ import torch
 import triton
 import triton.language as tl
 
+from sgl.kernels.hip_offload import TokenCache
 from sgl.kernels.utils import check_last_dim_contiguous, check_same_device, dot_in_fp32, dot_precision, next_pow2
 
 LOG2E = 1.4426950408889634
@@ -167,6 +168,36 @@ def _load_keys(K, V, bt_row, idx, key_ok, pos, kv_head, stride_kt, stride_kh, st
 
 
 @triton.jit
+def _load_keys_offload(K, V, BankK, BankV, Page, Touch, bt_row, idx, key_ok, pos, kv_head,
+                       stride_kt, stride_kh, stride_vt, stride_vh,
+                       Cos, Sin, stride_c, stride_s, offs_h, offs_d, dot_dtype,
+                       HALF: tl.constexpr, HEAD_DIM: tl.constexpr, EXTEND: tl.constexpr):
+    """`_load_keys` over an offloaded pool: K and V in host memory, read only for tokens the cache
+    (BankK/BankV, Page) misses; every read token is marked in Touch (sgl.kernels.hip_offload)."""
+    slots = tl.load(bt_row + idx.to(tl.int64), mask=key_ok, other=0).to(tl.int64)
+    crow = tl.load(Page + slots, mask=key_ok, other=-1).to(tl.int64)
+    tl.store(Touch + slots, tl.full(slots.shape, 1, tl.int8), mask=key_ok)
+    hit = (crow >= 0)[:, None]
+    miss = (crow < 0)[:, None]
+    crow0 = tl.maximum(crow, 0)
+    h_mask = key_ok[:, None] & (offs_h[None, :] < HALF)
+    k_in = kv_head * stride_kh + offs_h[None, :]
+    kp = K + slots[:, None] * stride_kt + k_in
+    cp = BankK + crow0[:, None] * stride_kt + k_in
+    k1 = tl.where(hit, tl.load(cp, mask=h_mask & hit, other=0.0).to(tl.float32),
+                  tl.load(kp, mask=h_mask & miss, other=0.0).to(tl.float32))
+    k2 = tl.where(hit, tl.load(cp + HALF, mask=h_mask & hit, other=0.0).to(tl.float32),
+                  tl.load(kp + HALF, mask=h_mask & miss, other=0.0).to(tl.float32))
+    if EXTEND:
+        k1, k2 = _rope(k1, k2, Cos, Sin, pos, stride_c, stride_s, offs_h, key_ok, HALF)
+    v_mask = key_ok[:, None] & (offs_d[None, :] < HEAD_DIM)
+    v_in = kv_head * stride_vh + offs_d[None, :]
+    v = tl.where(hit, tl.load(BankV + crow0[:, None] * stride_vt + v_in, mask=v_mask & hit, other=0.0).to(tl.float32),
+                 tl.load(V + slots[:, None] * stride_vt + v_in, mask=v_mask & miss, other=0.0).to(tl.float32))
+    return k1.to(dot_dtype), k2.to(dot_dtype), v.to(dot_dtype)
+
+
+@triton.jit
 def _softmax_step(q1, q2, k1, k2, v, visible, acc, m_i, l_i, DOT_PRECISION: tl.constexpr):
     """Fold one key tile into (acc, m_i, l_i); scores are already in log2 units."""
     qk = tl.dot(q1, tl.trans(k1), input_precision=DOT_PRECISION)
@@ -269,14 +300,14 @@ def _bsa_prefill_kernel(
 
 @triton.jit
 def _bsa_decode_split_kernel(
-    Q, K, V, BlockTable, BlkRow, BlkQStart, BlkQLen, BlkPos, Starts, Ks, Cos, Sin, MidO, MidLse,
+    Q, K, V, BankK, BankV, Page, Touch, BlockTable, BlkRow, BlkQStart, BlkQLen, BlkPos, Starts, Ks, Cos, Sin, MidO, MidLse,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh,
     stride_bt, stride_sb, stride_sk, stride_c, stride_s,
     stride_mob, stride_moh, stride_mos, stride_mlb, stride_mlh,
     kv_group, head_blocks, n_splits, kmax, sink, window,
     BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_DH: tl.constexpr, BLOCK_D: tl.constexpr, EXTEND: tl.constexpr,
-    DOT_F32: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    DOT_F32: tl.constexpr, DOT_PRECISION: tl.constexpr, OFFLOAD: tl.constexpr,
 ):
     HALF: tl.constexpr = HEAD_DIM // 2
     b = tl.program_id(0)
@@ -318,8 +349,14 @@ def _bsa_decode_split_kernel(
         # tiles never cross v_lo + per_split (both multiples of BLOCK_N): no key of the next split leaks in
         idx, far, key_ok, pos = _key_tile(vk, n_sink, n_sel, v_hi, win_lo, far_first, base, sink, far_last,
                                           starts_row, stride_sk, BLOCK_K)
-        k1, k2, v = _load_keys(K, V, bt_row, idx, key_ok, pos, kv_head, stride_kt, stride_kh, stride_vt, stride_vh,
-                               Cos, Sin, stride_c, stride_s, offs_h, offs_d, dot_dtype, HALF, HEAD_DIM, EXTEND)
+        if OFFLOAD:
+            k1, k2, v = _load_keys_offload(K, V, BankK, BankV, Page, Touch, bt_row, idx, key_ok, pos, kv_head,
+                                           stride_kt, stride_kh, stride_vt, stride_vh, Cos, Sin, stride_c, stride_s,
+                                           offs_h, offs_d, dot_dtype, HALF, HEAD_DIM, EXTEND)
+        else:
+            k1, k2, v = _load_keys(K, V, bt_row, idx, key_ok, pos, kv_head, stride_kt, stride_kh, stride_vt,
+                                   stride_vh, Cos, Sin, stride_c, stride_s, offs_h, offs_d, dot_dtype, HALF, HEAD_DIM,
+                                   EXTEND)
         # one query: every listed key is visible (far keys were checked against p - window above)
         visible = key_ok[None, :] & row_ok[:, None]
         acc, m_i, l_i = _softmax_step(q1, q2, k1, k2, v, visible, acc, m_i, l_i, DOT_PRECISION)
@@ -460,9 +497,11 @@ def hip_bsa_prefill(q, k_buf, v_buf, block_table, blk_row, blk_q_start, blk_q_le
 
 def hip_bsa_decode(q, k_buf, v_buf, block_table, blk_row, blk_q_start, blk_q_len, blk_pos, starts, ks,
                    block_k, sink, window, extend, cos, sin, num_splits: Optional[int] = None,
-                   config: Optional[BsaConfig] = None, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+                   config: Optional[BsaConfig] = None, out: Optional[torch.Tensor] = None,
+                   cache: Optional[TokenCache] = None) -> torch.Tensor:
     """Split-K decode (every block holds at most one query). `num_splits` None: `decode_num_splits`.
-    Arguments are not checked here (see `hip_bsa_prefill`)."""
+    `cache`: k_buf / v_buf are an offloaded (host) pool read through this GPU cache
+    (sgl.kernels.hip_offload). Arguments are not checked here (see `hip_bsa_prefill`)."""
     cfg = config or default_bsa_config(dot_in_fp32())
     c = _common(q, k_buf, starts, cos, sin, extend)
     if out is None:
@@ -479,10 +518,15 @@ def hip_bsa_decode(q, k_buf, v_buf, block_table, blk_row, blk_q_start, blk_q_len
     num_splits = int(num_splits)
     if num_splits < 1:
         raise ValueError(f"num_splits must be >= 1, got {num_splits}")
+    if cache is not None:
+        cache.check(k_buf, v_buf)
+        bank_k, bank_v, page, touch = cache.bank_k, cache.bank_v, cache.page, cache.touch
+    else:
+        bank_k, bank_v, page, touch = k_buf, v_buf, block_table, block_table  # never read
     mid_o = torch.empty(nb, heads, num_splits, dim, dtype=torch.float32, device=q.device)
     mid_lse = torch.empty(nb, heads, num_splits, dtype=torch.float32, device=q.device)
     _bsa_decode_split_kernel[(nb, kv_heads * head_blocks, num_splits)](
-        q, k_buf, v_buf, block_table, blk_row, blk_q_start, blk_q_len, blk_pos, starts, ks, c["cos"], c["sin"],
+        q, k_buf, v_buf, bank_k, bank_v, page, touch, block_table, blk_row, blk_q_start, blk_q_len, blk_pos, starts, ks, c["cos"], c["sin"],
         mid_o, mid_lse,
         q.stride(0), q.stride(1), k_buf.stride(0), k_buf.stride(1), v_buf.stride(0), v_buf.stride(1),
         block_table.stride(0), starts.stride(0), starts.stride(1), c["cos"].stride(0), c["sin"].stride(0),
@@ -490,7 +534,7 @@ def hip_bsa_decode(q, k_buf, v_buf, block_table, blk_row, blk_q_start, blk_q_len
         group, head_blocks, num_splits, c["kmax"], int(sink), int(window),
         BLOCK_H=block_h, BLOCK_N=max(16, cfg.decode_block_n), BLOCK_K=int(block_k),
         HEAD_DIM=c["HEAD_DIM"], BLOCK_DH=c["BLOCK_DH"], BLOCK_D=c["BLOCK_D"], EXTEND=bool(extend),
-        DOT_F32=c["DOT_F32"], DOT_PRECISION=c["DOT_PRECISION"],
+        DOT_F32=c["DOT_F32"], DOT_PRECISION=c["DOT_PRECISION"], OFFLOAD=cache is not None,
         num_warps=cfg.decode_warps, num_stages=cfg.decode_stages,
     )
     _bsa_decode_reduce_kernel[(nb, heads)](
@@ -505,7 +549,7 @@ def hip_bsa_decode(q, k_buf, v_buf, block_table, blk_row, blk_q_start, blk_q_len
 
 def hip_bsa(q, k_buf, v_buf, block_table, blk_row, blk_q_start, blk_q_len, blk_pos, starts, ks,
             block_k, sink, window, extend, cos, sin, block_size_q, *, num_splits: Optional[int] = None,
-            config: Optional[BsaConfig] = None) -> torch.Tensor:
+            config: Optional[BsaConfig] = None, cache: Optional[TokenCache] = None) -> torch.Tensor:
     """Block-sparse attention of every query block over sink + selected blocks + sliding window;
     the semantics of `hip_reference.hip_bsa_ref` (see the module docstrings). block_size_q == 1
     takes the split-K decode kernels (`num_splits` overrides their split count), anything else the
@@ -514,6 +558,9 @@ def hip_bsa(q, k_buf, v_buf, block_table, blk_row, blk_q_start, blk_q_len, blk_p
                 block_k, sink, window, extend, cos, sin, block_size_q)
     if int(block_size_q) == 1:
         return hip_bsa_decode(q, k_buf, v_buf, block_table, blk_row, blk_q_start, blk_q_len, blk_pos, starts, ks,
-                              block_k, sink, window, extend, cos, sin, num_splits=num_splits, config=config)
+                              block_k, sink, window, extend, cos, sin, num_splits=num_splits, config=config,
+                              cache=cache)
+    if cache is not None:
+        raise ValueError("hip_bsa: a cache is read by the decode kernel only (block_size_q == 1)")
     return hip_bsa_prefill(q, k_buf, v_buf, block_table, blk_row, blk_q_start, blk_q_len, blk_pos, starts, ks,
                            block_k, sink, window, extend, cos, sin, block_size_q, config=config)

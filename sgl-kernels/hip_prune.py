@@ -55,6 +55,7 @@ import torch
 import triton
 import triton.language as tl
 
+from sgl.kernels.hip_offload import TokenCache
 from sgl.kernels.hip_reference import INVALID, ROPE_NONE, ROPE_RELATIVE, ROPE_STREAMING
 from sgl.kernels.utils import check_last_dim_contiguous, check_same_device, dot_in_fp32, dot_precision, next_pow2
 
@@ -318,16 +319,29 @@ def _row_query(Q, Cos, Sin, q_start, q_len, p_min, rope_cap, g, offs_h, h_mask,
 
 
 @triton.jit
-def _row_keys(K, Cos, Sin, slots, active, offs_c, offs_h, h_mask, c_rel, s_rel,
+def _row_keys(K, Bank, Page, Touch, Cos, Sin, slots, active, offs_c, offs_h, h_mask, c_rel, s_rel,
               stride_kt, stride_kh, stride_cos, stride_sin,
-              HALF_DIM: tl.constexpr, ROPE_MODE: tl.constexpr, BLOCK_HD: tl.constexpr):
-    """The key of `slots` for every KV head, rotated, as two float32 halves [ROW_CHUNKS, BLOCK_KVH, BLOCK_HD]."""
+              HALF_DIM: tl.constexpr, ROPE_MODE: tl.constexpr, BLOCK_HD: tl.constexpr, OFFLOAD: tl.constexpr):
+    """The key of `slots` for every KV head, rotated, as two float32 halves [ROW_CHUNKS, BLOCK_KVH, BLOCK_HD].
+    OFFLOAD: K is host memory, read only for the tokens the cache (Bank, Page) misses; every read
+    token is marked in Touch (sgl.kernels.hip_offload)."""
     offs_d = tl.arange(0, BLOCK_HD)
     d_mask = offs_d < HALF_DIM
     m = active[:, None, None] & h_mask[None, :, None] & d_mask[None, None, :]
-    base = K + slots[:, None, None] * stride_kt + offs_h[None, :, None] * stride_kh + offs_d[None, None, :]
-    k1 = tl.load(base, mask=m, other=0.0).to(tl.float32)  # one gather for every KV head
-    k2 = tl.load(base + HALF_DIM, mask=m, other=0.0).to(tl.float32)
+    inner = offs_h[None, :, None] * stride_kh + offs_d[None, None, :]
+    base = K + slots[:, None, None] * stride_kt + inner
+    if OFFLOAD:
+        crow = tl.load(Page + slots, mask=active, other=-1).to(tl.int64)
+        tl.store(Touch + slots, tl.full(slots.shape, 1, tl.int8), mask=active)
+        hit = (crow >= 0)[:, None, None]
+        cbase = Bank + tl.maximum(crow, 0)[:, None, None] * stride_kt + inner
+        k1 = tl.where(hit, tl.load(cbase, mask=m & hit, other=0.0).to(tl.float32),
+                      tl.load(base, mask=m & (crow < 0)[:, None, None], other=0.0).to(tl.float32))
+        k2 = tl.where(hit, tl.load(cbase + HALF_DIM, mask=m & hit, other=0.0).to(tl.float32),
+                      tl.load(base + HALF_DIM, mask=m & (crow < 0)[:, None, None], other=0.0).to(tl.float32))
+    else:
+        k1 = tl.load(base, mask=m, other=0.0).to(tl.float32)  # one gather for every KV head
+        k2 = tl.load(base + HALF_DIM, mask=m, other=0.0).to(tl.float32)
     if ROPE_MODE == 1:
         cm = active[:, None] & d_mask[None, :]
         c = tl.load(Cos + offs_c[:, None] * stride_cos + offs_d[None, :], mask=cm, other=0.0)[:, None, :]
@@ -360,12 +374,12 @@ def _row_both_scores(Q, Cos, Sin, kl1, kl2, kr1, kr2, q_len, q_start, p_min, rop
 
 @triton.jit
 def _hip_prune_row_kernel(
-    Q, K, Table, BlkRow, BlkQStart, BlkQLen, BlkPos, Left, NActive, Cos, Sin, Out,
+    Q, K, Bank, Page, Touch, Table, BlkRow, BlkQStart, BlkQLen, BlkPos, Left, NActive, Cos, Sin, Out,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_tr, stride_lb, stride_ob, stride_cos, stride_sin,
     n, chunk_size, sw_scan,
     HALF_DIM: tl.constexpr, KV_HEADS: tl.constexpr, GROUP: tl.constexpr, STRIDE_Q: tl.constexpr,
     N_ITERS: tl.constexpr, ROPE_MODE: tl.constexpr, INVALID_POS: tl.constexpr,
-    ROW_CHUNKS: tl.constexpr, BLOCK_KVH: tl.constexpr, BLOCK_HD: tl.constexpr,
+    ROW_CHUNKS: tl.constexpr, BLOCK_KVH: tl.constexpr, BLOCK_HD: tl.constexpr, OFFLOAD: tl.constexpr,
 ):
     b = tl.program_id(0).to(tl.int64)
     offs_c, c_mask, out_ptr, p_min, lft, active = _tile(Left, BlkPos, Out, b, stride_lb, stride_ob, n, sw_scan,
@@ -387,10 +401,12 @@ def _hip_prune_row_kernel(
         slot_l = tl.load(table_row + rl, mask=active, other=0).to(tl.int64)
         slot_r = tl.load(table_row + rr, mask=active, other=0).to(tl.int64)
         # both branches' keys are gathered before either is scored: two loads in flight per step
-        kl1, kl2 = _row_keys(K, Cos, Sin, slot_l, active, offs_c, offs_h, h_mask, cl, sl,
-                             stride_kt, stride_kh, stride_cos, stride_sin, HALF_DIM, ROPE_MODE, BLOCK_HD)
-        kr1, kr2 = _row_keys(K, Cos, Sin, slot_r, active, offs_c, offs_h, h_mask, cr, sr,
-                             stride_kt, stride_kh, stride_cos, stride_sin, HALF_DIM, ROPE_MODE, BLOCK_HD)
+        kl1, kl2 = _row_keys(K, Bank, Page, Touch, Cos, Sin, slot_l, active, offs_c, offs_h, h_mask,
+                             cl, sl, stride_kt, stride_kh, stride_cos, stride_sin, HALF_DIM, ROPE_MODE,
+                             BLOCK_HD, OFFLOAD)
+        kr1, kr2 = _row_keys(K, Bank, Page, Touch, Cos, Sin, slot_r, active, offs_c, offs_h, h_mask,
+                             cr, sr, stride_kt, stride_kh, stride_cos, stride_sin, HALF_DIM, ROPE_MODE,
+                             BLOCK_HD, OFFLOAD)
         s_l, s_r = _row_both_scores(Q, Cos, Sin, kl1, kl2, kr1, kr2, q_len, q_start, p_min, rope_cap, offs_h, h_mask,
                                     cq, sq, stride_qt, stride_qh, stride_cos, stride_sin,
                                     HALF_DIM, GROUP, STRIDE_Q, ROPE_MODE, BLOCK_HD)
@@ -450,10 +466,12 @@ def _check_args(q, k_buf, block_table, blk_row, blk_q_start, blk_q_len, blk_pos,
 
 def hip_prune_stage(q, k_buf, block_table, blk_row, blk_q_start, blk_q_len, blk_pos, left, n_active,
                     chunk_size, stride_q, sw_scan, rope_mode, cos, sin, block_size_q, *,
-                    config: Optional[PruneConfig] = None) -> torch.Tensor:
+                    config: Optional[PruneConfig] = None, cache: Optional[TokenCache] = None) -> torch.Tensor:
     """Score every candidate chunk of one pruning stage -> [NB, n] float32 (-inf where inactive).
 
-    Same arguments and result as `hip_prune_stage_ref` (see the module docstrings)."""
+    Same arguments and result as `hip_prune_stage_ref` (see the module docstrings). `cache`: k_buf is
+    an offloaded (host) pool read through this GPU cache (sgl.kernels.hip_offload); one-row blocks
+    (decode) only."""
     chunk_size, stride_q, sw_scan, rope_mode, block_size_q = (int(chunk_size), int(stride_q), int(sw_scan),
                                                               int(rope_mode), int(block_size_q))
     _check_args(q, k_buf, block_table, blk_row, blk_q_start, blk_q_len, blk_pos, left, n_active,
@@ -477,6 +495,13 @@ def hip_prune_stage(q, k_buf, block_table, blk_row, blk_q_start, blk_q_len, blk_
         stride_cos, stride_sin = cos.stride(0), sin.stride(0)
     blk_row, blk_q_start, blk_q_len, blk_pos, n_active = (
         t.contiguous() for t in (blk_row, blk_q_start, blk_q_len, blk_pos, n_active))
+    if cache is not None:
+        if rows != 1 or not cfg.one_row_kernel:
+            raise ValueError("hip_prune_stage: a cache is read by the one-row (decode) kernel only")
+        cache.check(k_buf)
+        bank, page, touch = cache.bank_k, cache.page, cache.touch
+    else:
+        bank, page, touch = k_buf, block_table, out  # never read
     if rows == 1 and cfg.one_row_kernel:
         per_program = cfg.row_chunks if k_buf.element_size() > 1 else cfg.row_chunks_fp8
         # the tuned shapes hold [chunks, 8 KV heads, 64] key halves: more heads or a wider head
@@ -485,14 +510,14 @@ def hip_prune_stage(q, k_buf, block_table, blk_row, blk_q_start, blk_q_len, blk_
         per_program = max(1, min(per_program, per_program * 8 * 64 // tile))
         row_chunks = max(1, min(next_pow2(per_program), next_pow2(n)))
         _hip_prune_row_kernel[(nb, triton.cdiv(n, row_chunks))](
-            q, k_buf, block_table, blk_row, blk_q_start, blk_q_len, blk_pos, left, n_active, cos, sin, out,
+            q, k_buf, bank, page, touch, block_table, blk_row, blk_q_start, blk_q_len, blk_pos, left, n_active, cos, sin, out,
             q.stride(0), q.stride(1), k_buf.stride(0), k_buf.stride(1), block_table.stride(0), left.stride(0),
             out.stride(0), stride_cos, stride_sin,
             n, chunk_size, sw_scan,
             HALF_DIM=half, KV_HEADS=kv_heads, GROUP=group, STRIDE_Q=stride_q,
             N_ITERS=max(1, (chunk_size - 1).bit_length()), ROPE_MODE=rope_mode, INVALID_POS=INVALID,
             ROW_CHUNKS=row_chunks, BLOCK_KVH=next_pow2(kv_heads), BLOCK_HD=max(16, next_pow2(half)),
-            num_warps=cfg.row_warps, num_stages=1,
+            OFFLOAD=cache is not None, num_warps=cfg.row_warps, num_stages=1,
         )
         return out
     grid = (nb, triton.cdiv(n, block_chunk))

@@ -41,6 +41,19 @@ def rope_rows(x: torch.Tensor, pos: torch.Tensor, cos: torch.Tensor, sin: torch.
     return torch.cat((x1 * c - x2 * s, x2 * c + x1 * s), dim=-1)
 
 
+def read_rows(buf: torch.Tensor, slots: torch.Tensor, valid: torch.Tensor, cache=None, bank=None) -> torch.Tensor:
+    """buf[slots] ([..., KVH, D]); through an offload cache (sgl.kernels.hip_offload.TokenCache) when
+    given: rows of cached tokens come from `bank`, and every `valid` read marks its token in
+    cache.touch, as the kernels do."""
+    rows = buf[slots]
+    if cache is None:
+        return rows
+    cache.touch[slots[valid]] = 1
+    crow = cache.page[slots].long()
+    hit = (crow >= 0)[..., None, None]
+    return torch.where(hit, bank[crow.clamp(min=0)], rows)
+
+
 def _heads(q, k_buf):
     """(query heads, head dim, KV heads, GQA group)."""
     return q.shape[1], q.shape[2], k_buf.shape[1], q.shape[1] // k_buf.shape[1]
@@ -56,7 +69,7 @@ def _block_queries(q, blk_q_start, blk_q_len, bq: int):
 
 def hip_prune_stage_ref(q, k_buf, block_table, blk_row, blk_q_start, blk_q_len, blk_pos, left, n_active,
                         chunk_size: int, stride_q: int, sw_scan: int, rope_mode: int, cos, sin,
-                        block_size_q: int) -> torch.Tensor:
+                        block_size_q: int, cache=None) -> torch.Tensor:
     """Score every candidate chunk of one pruning stage -> [NB, n] float32 (-inf where inactive).
 
     left      [NB, n] chunk starts (see the module docstring); n_active [NB] how many are active.
@@ -65,7 +78,8 @@ def hip_prune_stage_ref(q, k_buf, block_table, blk_row, blk_q_start, blk_q_len, 
     scores the middle key of both halves, max over the pooled rows and over all query heads (one path
     per chunk for the whole layer), and keeps the better half; the chunk's score is the best score met
     on the path. Key positions: streaming, the chunk's index in the list; relative, 0 for the left half
-    and 1 for the right, the queries at sw_scan + 1; none, no rotation.
+    and 1 for the right, the queries at sw_scan + 1; none, no rotation. `cache`: k_buf is an
+    offloaded pool read through this cache (`read_rows`).
     """
     nb, n = left.shape
     heads, dim, kv_heads, group = _heads(q, k_buf)
@@ -94,7 +108,8 @@ def hip_prune_stage_ref(q, k_buf, block_table, blk_row, blk_q_start, blk_q_len, 
         kpos = torch.arange(n, device=dev)[None, :].expand(nb, n)
 
     def score(tok: torch.Tensor, branch: int) -> torch.Tensor:
-        keys = k_buf[table.gather(1, tok)].float()  # [NB, n, KVH, D]
+        keys = read_rows(k_buf, table.gather(1, tok), active, cache,
+                         None if cache is None else cache.bank_k).float()  # [NB, n, KVH, D]
         if rope_mode == ROPE_STREAMING:
             keys = rope_rows(keys, kpos, cos, sin)
         elif rope_mode == ROPE_RELATIVE:
@@ -117,7 +132,7 @@ def hip_prune_stage_ref(q, k_buf, block_table, blk_row, blk_q_start, blk_q_len, 
 
 def hip_bsa_ref(q, k_buf, v_buf, block_table, blk_row, blk_q_start, blk_q_len, blk_pos, starts, ks,
                 block_k: int, sink: int, window: int, extend: bool, cos, sin, block_size_q: int,
-                blocks_per_call: int = 16) -> torch.Tensor:
+                blocks_per_call: int = 16, cache=None) -> torch.Tensor:
     """Block-sparse attention of each query block over sink + selected blocks + sliding window.
 
     starts [NB, kmax] selected block starts (first `ks` entries valid, ascending); ks [NB].
@@ -128,17 +143,18 @@ def hip_bsa_ref(q, k_buf, v_buf, block_table, blk_row, blk_q_start, blk_q_len, b
     tokens just before them (clamped at 0), window keys at their own position and the query at p.
     RoPE is relative, so every position of a block is shifted down by max(0, first compacted one)
     (the table then needs only bq + window + sink + kmax * block_k rows). Returns [Nq, H, D] in q's dtype.
+    `cache`: k_buf / v_buf are an offloaded pool read through this cache (`read_rows`).
     """
     out = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
     for b0 in range(0, int(blk_row.shape[0]), blocks_per_call):
         sl = slice(b0, b0 + blocks_per_call)
         _bsa_blocks(out, q, k_buf, v_buf, block_table, blk_row[sl], blk_q_start[sl], blk_q_len[sl], blk_pos[sl],
-                    starts[sl], ks[sl], block_k, sink, window, extend, cos, sin, block_size_q)
+                    starts[sl], ks[sl], block_k, sink, window, extend, cos, sin, block_size_q, cache)
     return out.to(q.dtype)
 
 
 def _bsa_blocks(out, q, k_buf, v_buf, block_table, blk_row, blk_q_start, blk_q_len, blk_pos, starts, ks,
-                block_k, sink, window, extend, cos, sin, bq):
+                block_k, sink, window, extend, cos, sin, bq, cache=None):
     heads, dim, kv_heads, group = _heads(q, k_buf)
     dev = q.device
     qb, valid = _block_queries(q, blk_q_start, blk_q_len, bq)  # [NB, bq, H, D]
@@ -175,8 +191,9 @@ def _bsa_blocks(out, q, k_buf, v_buf, block_table, blk_row, blk_q_start, blk_q_l
     safe = torch.minimum(safe, p_max.clamp(min=0))  # never gather a slot past the block's last query
     table = block_table[blk_row.long()].long()
     slots = table.gather(1, safe)
-    keys = k_buf[slots].float()  # [NB, L, KVH, D]
-    vals = v_buf[slots].float()
+    seen = visible.any(1)  # [NB, L]: the keys some query of the block reads
+    keys = read_rows(k_buf, slots, seen, cache, None if cache is None else cache.bank_k).float()  # [NB, L, KVH, D]
+    vals = read_rows(v_buf, slots, seen, cache, None if cache is None else cache.bank_v).float()
     if extend:
         first = p_min - window - ks[:, None] * block_k + 1 - sink  # compacted position of sink token 0
         base = first.clamp(min=0)

@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_GPU_MAX_RUNNING = 1024
 GPU_RESERVE_BYTES = 1 << 30  # CUDA graphs, allocator fragmentation, NCCL
 KV_DTYPES = {"fp8_e5m2": "float8_e5m2", "fp8_e4m3": "float8_e4m3fn"}
+#: default --max-running-requests with --enable-hip-offload
+OFFLOAD_MAX_RUNNING = 32
 
 
 @dataclass
@@ -118,8 +120,29 @@ class ModelRunner:
         # without chunking a batch of several requests can reach max_prefill_tokens
         return sa.chunked_prefill_size if sa.chunked_prefill_size and sa.chunked_prefill_size > 0 else sa.max_prefill_tokens
 
+    def _host_kv_tokens(self) -> int:
+        """KV tokens an offloaded pool may hold: 90% of the host memory available now."""
+        avail = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+        return int(avail * 0.9 // self._cell_size())
+
+    def _offload_max_tokens(self) -> int:
+        sa = self.server_args
+        by_host = self._host_kv_tokens()
+        if sa.max_total_tokens is not None:
+            if sa.max_total_tokens > by_host:
+                raise ValueError(
+                    f"--max-total-tokens {sa.max_total_tokens} needs {sa.max_total_tokens * self._cell_size() / 2**30:.1f} "
+                    f"GiB of host memory for the offloaded KV cache; {by_host} tokens fit in the host memory available "
+                    "now (use --kv-cache-dtype fp8_e5m2 for twice as many)")
+            return sa.max_total_tokens
+        # unset: two requests of the full context (pinning all of the host's memory would starve it)
+        return min(by_host, 2 * self.model_config.context_len + self._largest_prefill())
+
     def _init_memory_pool(self) -> None:
         sa = self.server_args
+        if sa.enable_hip_offload:
+            self._init_offloaded_pool()
+            return
         max_tokens = self.profile_max_num_token()
         if sa.max_total_tokens is not None:
             max_tokens = min(max_tokens, sa.max_total_tokens) if self.device == "cuda" else sa.max_total_tokens
@@ -130,15 +153,40 @@ class ModelRunner:
             )
         self.max_total_num_tokens = max_tokens
         ctx = self.model_config.context_len
-        req_slots = sa.max_running_requests or min(max(2048, min(4096, max_tokens * 512 // ctx)), DEFAULT_GPU_MAX_RUNNING)
-        if self.device == "cpu":
-            req_slots = sa.max_running_requests or 256
+        req_slots = self._req_slots(max_tokens)
         mc = self.model_config
         self.req_to_token_pool = ReqToTokenPool(req_slots + 1, ctx + 4, self.device)
         self.token_to_kv_pool = TokenToKVPool(
             max_tokens, self._kv_dtype(), mc.num_key_value_heads, mc.head_dim, mc.num_hidden_layers, self.device
         )
         logger.info("KV pool: %d tokens, %d request slots", max_tokens, req_slots + 1)
+
+    def _req_slots(self, max_tokens: int) -> int:
+        sa = self.server_args
+        if self.device == "cpu":
+            return sa.max_running_requests or 256
+        ctx = self.model_config.context_len
+        return sa.max_running_requests or min(max(2048, min(4096, max_tokens * 512 // ctx)), DEFAULT_GPU_MAX_RUNNING)
+
+    def _init_offloaded_pool(self) -> None:
+        """HiP KV offloading: the pool in host memory, GPU caches per layer (runtime/mem/hip_offload.py)."""
+        from sgl.runtime.mem.hip_offload import HipOffloadKVPool
+
+        sa, mc = self.server_args, self.model_config
+        max_tokens = self._offload_max_tokens()
+        if max_tokens <= 16:
+            raise ValueError(f"not enough host memory for an offloaded KV cache ({max_tokens} tokens)")
+        self.max_total_num_tokens = max_tokens
+        # a request slot holds a row of context-length int32s (4 MiB at 1M tokens): few by default
+        req_slots = sa.max_running_requests or OFFLOAD_MAX_RUNNING
+        self.req_to_token_pool = ReqToTokenPool(req_slots + 1, mc.context_len + 4, self.device)
+        dense = set(self.attn_backend.config.dense_layers)
+        self.token_to_kv_pool = HipOffloadKVPool(
+            max_tokens, self._kv_dtype(), mc.num_key_value_heads, mc.head_dim, mc.num_hidden_layers, self.device,
+            sa.hip_max_mask_cache_token_size, sa.hip_max_sa_cache_token_size, dense_layers=dense)
+        pool = self.token_to_kv_pool
+        logger.info("HiP offload: KV pool of %d tokens in host memory (%.2f GiB), GPU caches %.2f GiB, %d request slots",
+                    max_tokens, pool.host_bytes() / 2**30, pool.gpu_bytes() / 2**30, req_slots + 1)
 
     def _make_attn_backend(self):
         backend = create_attention_backend(self.server_args.attention_backend, self)

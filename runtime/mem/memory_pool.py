@@ -64,9 +64,13 @@ class TokenToKVPool:
         self.layer_num = layer_num
         self.device = device
         shape = (size + 1, head_num, head_dim)
-        self.k_buffer = [torch.zeros(shape, dtype=self.store_dtype, device=device) for _ in range(layer_num)]
-        self.v_buffer = [torch.zeros(shape, dtype=self.store_dtype, device=device) for _ in range(layer_num)]
+        self.k_buffer = [self._buffer(shape) for _ in range(layer_num)]
+        self.v_buffer = [self._buffer(shape) for _ in range(layer_num)]
         self.allocator = SlotAllocator(size, device)
+
+    def _buffer(self, shape) -> torch.Tensor:
+        """One layer's K or V buffer (an offloaded pool puts it in host memory)."""
+        return torch.zeros(shape, dtype=self.store_dtype, device=self.device)
 
     # -- allocation (delegated; the pool is what the scheduler holds) ---------------------------
     def available_size(self) -> int:

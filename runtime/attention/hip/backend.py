@@ -96,8 +96,11 @@ class HipAttnBackend(AttentionBackend):
             self._size_steps(rows)
             for r in rows:  # the next decode step recomputes every stage
                 self._steps[r] = 0
-            fb.attn_metadata = QueryBlocks.for_extend(rows, fb.extend_prefix_lens_cpu, fb.extend_seq_lens_cpu,
-                                                      self.config.block_size_q, fb.seq_lens.device)
+            if getattr(fb.token_to_kv_pool, "offloaded", False):
+                fb.attn_metadata = _StagedExtend.build(fb, self.config.block_size_q)
+            else:
+                fb.attn_metadata = QueryBlocks.for_extend(rows, fb.extend_prefix_lens_cpu, fb.extend_seq_lens_cpu,
+                                                          self.config.block_size_q, fb.seq_lens.device)
 
     @property
     def n_stages(self) -> int:
@@ -156,8 +159,13 @@ class HipAttnBackend(AttentionBackend):
         return q, k_buf, v_buf, fb.req_to_token_pool.req_to_token
 
     def forward_extend(self, q, k, v, layer: "RadixAttention", fb: "ForwardBatch") -> torch.Tensor:
-        blocks: QueryBlocks = fb.attn_metadata
+        blocks = fb.attn_metadata
         q, k_buf, v_buf, table = self._inputs(q, layer, fb)
+        if isinstance(blocks, _StagedExtend):
+            # offloaded KV: this layer's keys and values of the batch's requests, read from host
+            # memory into one dense GPU tensor (the chunk's own tokens were just written there)
+            k_buf, v_buf = fb.token_to_kv_pool.gather(layer.layer_id, blocks.slots)
+            table, blocks = blocks.table, blocks.blocks
         cfg = self.config.layer(layer.layer_id)
         cos, sin = self.rope_table(q.device)
         mask = estimate_mask(q, k_buf, table, blocks, cfg, self.config.using_extend, cos, sin)
@@ -174,18 +182,25 @@ class HipAttnBackend(AttentionBackend):
         # under a CUDA graph the blocks are derived inside the graph from the static inputs
         blocks = plan.blocks or QueryBlocks.for_decode(plan.req_pool_indices, plan.seq_lens, plan.max_seq_len)
         rows = plan.cache_rows
+        pool = fb.token_to_kv_pool
+        offload = getattr(pool, "offloaded", False)
+        mask_cache = pool.mask_cache(layer.layer_id) if offload else None
         store = self._layer_cache(layer.layer_id, cfg, table.shape[0] + 1, q.device)
         cached = MaskState(store.starts[rows], store.ks[rows], [None if s is None else s[rows] for s in store.stage_inputs])
         if plan.from_stage >= plan.n_stages:
             mask = cached
         else:
             mask = estimate_mask(q, k_buf, table, blocks, cfg, self.config.using_extend, cos, sin,
-                                 from_stage=plan.from_stage, cached=cached, row_from=plan.row_from)
+                                 from_stage=plan.from_stage, cached=cached, row_from=plan.row_from, cache=mask_cache)
             store.starts[rows] = mask.starts
             store.ks[rows] = mask.ks
             for s in range(1, plan.n_stages):
                 store.stage_inputs[s][rows] = mask.stage_inputs[s]
-        out = block_sparse_attention(q, k_buf, v_buf, table, blocks, mask, cfg, self.config.using_extend, cos, sin)
+        out = block_sparse_attention(q, k_buf, v_buf, table, blocks, mask, cfg, self.config.using_extend, cos, sin,
+                                     cache=pool.sa_cache(layer.layer_id) if offload else None)
+        if offload and plan.from_stage < plan.n_stages:
+            # a refresh step: the tokens this layer read and missed enter its GPU caches (LRU)
+            pool.update_caches(layer.layer_id)
         return out.view(-1, layer.tp_q_head_num * layer.head_dim)
 
     def _layer_cache(self, layer_id: int, cfg, rows: int, device) -> MaskState:
@@ -214,6 +229,31 @@ class _DecodePlan:
     row_from: torch.Tensor
     cache_rows: torch.Tensor
     blocks: Optional[QueryBlocks]
+
+
+@dataclass
+class _StagedExtend:
+    """An extend over an offloaded pool: the pool slots of every token of the batch's requests
+    (request after request), the table from (request, position) to an index in that list, and the
+    query blocks with rows renumbered to the batch's requests."""
+
+    slots: torch.Tensor
+    table: torch.Tensor
+    blocks: QueryBlocks
+
+    @staticmethod
+    def build(fb: "ForwardBatch", block_size_q: int) -> "_StagedExtend":
+        rows, lens = fb.req_pool_indices_cpu, fb.seq_lens_cpu
+        dev = fb.seq_lens.device
+        req_to_token = fb.req_to_token_pool.req_to_token
+        slots = torch.cat([req_to_token[r, :n] for r, n in zip(rows, lens)]).long()
+        width = max(lens, default=1)
+        offsets = torch.tensor([0] + list(lens[:-1]), device=dev).cumsum(0)
+        table = (offsets[:, None] + torch.arange(width, device=dev)[None, :]).clamp(max=slots.shape[0] - 1)
+        table = table.to(torch.int32)  # (past a request's length: never read)
+        blocks = QueryBlocks.for_extend(list(range(len(rows))), fb.extend_prefix_lens_cpu, fb.extend_seq_lens_cpu,
+                                        block_size_q, dev)
+        return _StagedExtend(slots, table, blocks)
 
 
 def _find_rotary(model):

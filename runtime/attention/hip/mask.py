@@ -100,7 +100,8 @@ def n_active(left: torch.Tensor, blocks: QueryBlocks, sw_scan: int) -> torch.Ten
     return (left <= blocks.pos[:, None] - sw_scan).sum(1)
 
 
-def prune_stage(q, k_buf, block_table, blocks: QueryBlocks, left, cfg: HipLayerConfig, stage: int, mode: int, cos, sin):
+def prune_stage(q, k_buf, block_table, blocks: QueryBlocks, left, cfg: HipLayerConfig, stage: int, mode: int, cos, sin,
+                cache=None):
     st = cfg.stages[stage]
     fn = hip_prune_stage_ref
     if use_triton(q):
@@ -108,7 +109,8 @@ def prune_stage(q, k_buf, block_table, blocks: QueryBlocks, left, cfg: HipLayerC
     # a decode block holds one query: one pooled row
     bq = max(blocks.block_size_q, st.stride_q)
     return fn(q, k_buf, block_table, blocks.row, blocks.q_start, blocks.q_len, blocks.pos, left,
-              n_active(left, blocks, cfg.sw_scan), st.chunk_size, st.stride_q, cfg.sw_scan, mode, cos, sin, bq)
+              n_active(left, blocks, cfg.sw_scan), st.chunk_size, st.stride_q, cfg.sw_scan, mode, cos, sin, bq,
+              cache=cache)
 
 
 @dataclass
@@ -122,13 +124,14 @@ class MaskState:
 
 def estimate_mask(q, k_buf, block_table, blocks: QueryBlocks, cfg: HipLayerConfig, using_extend: bool, cos, sin,
                   from_stage: int = 0, cached: Optional[MaskState] = None,
-                  row_from: Optional[torch.Tensor] = None) -> MaskState:
+                  row_from: Optional[torch.Tensor] = None, cache=None) -> MaskState:
     """Run stages `from_stage`.. and return the mask.
 
     Decode passes the previous mask (`cached`) and, per block, the first stage it recomputes
     (`row_from`, a [NB] tensor, len(stages) meaning "keep the cached mask"): a block takes the cached
     input of every stage before its own, so a batch whose requests are at different points of the
-    refresh schedule runs once, from the earliest stage any of them needs.
+    refresh schedule runs once, from the earliest stage any of them needs. `cache`: k_buf is an
+    offloaded pool read through this GPU cache (decode; sgl.kernels.hip_offload).
     """
     mode = rope_mode(cfg, using_extend)
     stages = cfg.stages
@@ -143,7 +146,7 @@ def estimate_mask(q, k_buf, block_table, blocks: QueryBlocks, cfg: HipLayerConfi
                 left = torch.where((row_from > s - 1)[:, None], cached.stage_inputs[s], left)
         if s > 0:
             inputs[s] = left
-        scores = prune_stage(q, k_buf, block_table, blocks, left, cfg, s, mode, cos, sin)
+        scores = prune_stage(q, k_buf, block_table, blocks, left, cfg, s, mode, cos, sin, cache)
     starts = keep_best(left, scores, cfg.max_blocks)
     ks = (starts < INVALID).sum(1)
     if cached is not None:
@@ -157,12 +160,13 @@ def estimate_mask(q, k_buf, block_table, blocks: QueryBlocks, cfg: HipLayerConfi
 
 
 def block_sparse_attention(q, k_buf, v_buf, block_table, blocks: QueryBlocks, mask: MaskState, cfg: HipLayerConfig,
-                           using_extend: bool, cos, sin) -> torch.Tensor:
+                           using_extend: bool, cos, sin, cache=None) -> torch.Tensor:
     fn = hip_bsa_ref
     if use_triton(q):
         from sgl.kernels.hip_bsa import hip_bsa as fn
     return fn(q, k_buf, v_buf, block_table, blocks.row, blocks.q_start, blocks.q_len, blocks.pos, mask.starts, mask.ks,
-              cfg.block_k, cfg.sink_token_size, cfg.sliding_window_size, using_extend, cos, sin, blocks.block_size_q)
+              cfg.block_k, cfg.sink_token_size, cfg.sliding_window_size, using_extend, cos, sin, blocks.block_size_q,
+              cache=cache)
 
 
 def rope_table_size(cfgs, block_size_q: int, context_len: int) -> int:
