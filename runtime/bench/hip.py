@@ -200,7 +200,9 @@ def bench_passkey(lengths: List[int], depths: int, dense: bool, hip_config, chun
     from sgl.runtime.models.tokenizer import get_tokenizer
 
     tok = get_tokenizer(default_model_path())
-    modes = [("hip", dict(enable_hip_attention=True, hip_attention_config=hip_config))]
+    offload = extra.pop("enable_hip_offload", False)
+    modes = [("hip+offload" if offload else "hip",
+              dict(enable_hip_attention=True, hip_attention_config=hip_config, enable_hip_offload=offload))]
     if dense:
         os.environ["SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN"] = "1"
         modes.append(("dense", {}))
@@ -341,6 +343,117 @@ def bench_recall(length: int, hip_config, queries: int = 64) -> List[dict]:
     return rows
 
 
+class _DecodeBatch:
+    """The fields ModelRunner.build_forward_batch reads, for one request decoding (offload bench)."""
+
+    def __init__(self, device, token: int, pos: int, slot: int):
+        from sgl.runtime.executor.forward_batch import ForwardMode
+
+        self.reqs = [None]
+        self.forward_mode = ForwardMode.DECODE
+        self.input_ids = torch.tensor([token], device=device)
+        self.positions = torch.tensor([pos], device=device)
+        self.seq_lens = [pos + 1]
+        self.out_cache_loc = torch.tensor([slot], device=device)
+
+    def req_pool_indices(self):
+        return [0]
+
+
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _fill_host_kv(pool, tokens: int, seed: int = 0) -> None:
+    """Random K/V (normal, in the pool's dtype) in slots 1..tokens of every layer, written from the device."""
+    dev = pool.k_buffer[0].device
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    block = 1 << 16
+    for layer in range(pool.layer_num):
+        for buf in (pool.k_buffer[layer], pool.v_buffer[layer]):
+            src = torch.randn((block,) + tuple(buf.shape[1:]), generator=gen, device=dev).to(pool.dtype)
+            src = src.view(buf.dtype)
+            for start in range(1, tokens + 1, block):
+                n = min(block, tokens + 1 - start)
+                buf[start:start + n].copy_(src[:n])
+    _sync(dev)
+
+
+def bench_offload(contexts: List[int], steps: int, preset: str, kv_dtype: str, mask_cache: int, sa_cache: int,
+                  device_pool_upto: int, model: str = "llama-3.1-8b", load_format: str = "dummy") -> List[dict]:
+    """Batch-1 decode of a Llama-3.1-8B shape (dummy weights, CUDA graphs) over a synthetic context of
+    each length (random K/V written into the pool: no prefill), with the KV offloaded to host memory,
+    and (up to `device_pool_upto` tokens) with the KV in GPU memory, the same weights. Per context:
+    ms per token over `steps` steps (whole refresh cycles), the peak GPU memory of the decode, the
+    caches' hit ratios."""
+    from sgl.runtime.executor.model_runner import ModelRunner
+    from sgl.runtime.server_args import ServerArgs
+
+    top = max(contexts) + steps + 8
+    cuda = torch.cuda.is_available()
+    dev = "cuda" if cuda else "cpu"
+    common = dict(model_path=model, load_format=load_format, enable_hip_attention=True, hip_attention_config=preset,
+                  context_length=top, kv_cache_dtype=kv_dtype, max_running_requests=1, cuda_graph_bs=[1],
+                  random_seed=0)
+    rows = []
+    runners = {"offload": ModelRunner(ServerArgs(enable_hip_offload=True, max_total_tokens=top,
+                                                 hip_max_mask_cache_token_size=mask_cache,
+                                                 hip_max_sa_cache_token_size=sa_cache, **common))}
+    model_obj = runners["offload"].model
+    fit = [c for c in contexts if c <= device_pool_upto]
+    if fit:
+        runners["gpu_pool"] = ModelRunner(ServerArgs(max_total_tokens=max(fit) + steps + 8,
+                                                     mem_fraction_static=0.95 if cuda else None, **common),
+                                          model=model_obj)
+    for name, runner in runners.items():
+        pool = runner.token_to_kv_pool
+        filled = max(c for c in contexts if name == "offload" or c in fit)
+        t0 = time.perf_counter()
+        _fill_host_kv(pool, filled + steps + 1)
+        fill_s = time.perf_counter() - t0
+        for ctx in contexts:
+            if name != "offload" and ctx not in fit:
+                continue
+            table = runner.req_to_token_pool.req_to_token
+            table[0, :ctx + steps] = torch.arange(1, ctx + steps + 1, dtype=torch.int32, device=dev)
+            backend = runner.attn_backend
+            backend._size_steps([0])
+            backend._steps[0] = 0  # as after a prefill: the first step recomputes every stage
+            if name == "offload":
+                for c in pool.mask_caches + pool.sa_caches:
+                    c.clear()
+                before = pool.cache_stats()
+            _sync(dev)
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            times = []
+            for i in range(steps):
+                batch = _DecodeBatch(dev, 1000 + i, ctx + i, ctx + 1 + i)
+                t0 = time.perf_counter()
+                runner.forward(batch)
+                _sync(dev)
+                times.append(time.perf_counter() - t0)
+            row = {"pool": name, "context": ctx, "kv_dtype": kv_dtype, "steps": steps,
+                   "ms_per_token": 1e3 * sum(times) / len(times),
+                   "ms_per_token_after_first_cycle": 1e3 * sum(times[16:]) / max(1, len(times[16:])),
+                   "max_step_ms": 1e3 * max(times), "min_step_ms": 1e3 * min(times),
+                   "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+                   "allocated_gpu_gib": torch.cuda.memory_allocated() / 2**30 if cuda else None,
+                   "fill_s": fill_s, "device": torch.cuda.get_device_name() if cuda else "cpu"}
+            if name == "offload":
+                after = pool.cache_stats()
+                for kind in ("mask", "sa"):
+                    h = after[f"{kind}_cache_hits"] - before[f"{kind}_cache_hits"]
+                    m = after[f"{kind}_cache_misses"] - before[f"{kind}_cache_misses"]
+                    row[f"{kind}_hit_ratio"] = h / (h + m) if h + m else 0.0
+                row["host_gib"] = pool.host_bytes() / 2**30
+                row["cache_gib"] = pool.gpu_bytes() / 2**30
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    return rows
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m sgl.bench_hip", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -358,6 +471,8 @@ def main(argv=None) -> None:
     pk.add_argument("--dense", action="store_true", help="also run dense attention at the same lengths")
     pk.add_argument("--hip-attention-config", default=None)
     pk.add_argument("--chunked-prefill-size", type=int, default=8192)
+    pk.add_argument("--enable-hip-offload", action="store_true", help="HiP with the KV offloaded to host memory")
+    pk.add_argument("--kv-cache-dtype", default="auto")
     pk.add_argument("--json", default=None)
     qa = sub.add_parser("quality", help="argmax agreement and perplexity vs dense inside the trained window")
     qa.add_argument("--lengths", type=int, nargs="+", default=[2048, 4096, 6144])
@@ -367,8 +482,24 @@ def main(argv=None) -> None:
     rc.add_argument("--length", type=int, default=32768)
     rc.add_argument("--hip-attention-config", default=None)
     rc.add_argument("--json", default=None)
+    of = sub.add_parser("offload", help="batch-1 decode with the KV offloaded to host memory (GPU)")
+    of.add_argument("--contexts", type=int, nargs="+", default=[131072, 524288, 1048576])
+    of.add_argument("--steps", type=int, default=64)
+    of.add_argument("--preset", default="3K")
+    of.add_argument("--kv-cache-dtype", default="fp8_e5m2")
+    of.add_argument("--hip-max-mask-cache-token-size", type=int, default=131072)
+    of.add_argument("--hip-max-sa-cache-token-size", type=int, default=16384)
+    of.add_argument("--device-pool-upto", type=int, default=524288,
+                    help="also decode with the KV in GPU memory at contexts up to this length")
+    of.add_argument("--model", default="llama-3.1-8b")
+    of.add_argument("--load-format", default="dummy")
+    of.add_argument("--json", default=None)
     args = p.parse_args(argv)
-    if args.cmd == "kernels":
+    if args.cmd == "offload":
+        rows = bench_offload(args.contexts, args.steps, args.preset, args.kv_cache_dtype,
+                             args.hip_max_mask_cache_token_size, args.hip_max_sa_cache_token_size,
+                             args.device_pool_upto, args.model, args.load_format)
+    elif args.cmd == "kernels":
         rows = bench_kernels(args.contexts, args.prefill_chunk, args.preset, args.skip_dense_prefill,
                              args.general_prune_kernel)
     elif args.cmd == "quality":
@@ -376,7 +507,11 @@ def main(argv=None) -> None:
     elif args.cmd == "recall":
         rows = bench_recall(args.length, args.hip_attention_config)
     else:
-        rows = bench_passkey(args.lengths, args.depths, args.dense, args.hip_attention_config, args.chunked_prefill_size, {})
+        extra = {"kv_cache_dtype": args.kv_cache_dtype}
+        if args.enable_hip_offload:
+            extra["enable_hip_offload"] = True
+        rows = bench_passkey(args.lengths, args.depths, args.dense, args.hip_attention_config, args.chunked_prefill_size,
+                             extra)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
