@@ -13,7 +13,7 @@ for phase in "${phases[@]}"; do
   case "$phase" in
     tests)
       timeout 240 python3 -m pytest -q -p no:cacheprovider -m "gpu or not gpu" tests/kernels/test_hip_offload.py \
-        tests/runtime/test_hip_offload.py tests/kernels/test_hip_bsa.py tests/kernels/test_hip_prune.py -rs -x 2>&1 \
+        tests/runtime/test_hip_offload_pool.py tests/kernels/test_hip_bsa.py tests/kernels/test_hip_prune.py -rs -x 2>&1 \
         | tee "$OUT/offload_tests.log" | tail -12 ;;
     bench)
       timeout 420 python3 -m sgl.bench_hip offload --contexts 131072 524288 1048576 --steps 64 \
