@@ -70,7 +70,7 @@ class LruTokenCache:
         return sum(t.numel() * t.element_size() for t in tensors)
 
     def invalidate(self, loc: torch.Tensor) -> None:
-        self.page[loc] = -1
+        self.page.index_fill_(0, loc.long(), -1)  # a scalar fill: no host copy inside a CUDA-graph capture
 
     def clear(self) -> None:
         self.page.fill_(-1)
