@@ -118,8 +118,9 @@ class ServerArgs:
     prefill_only_one_req: bool = _f(False, "Admit at most one new request per prefill batch.")
 
     # Other runtime options
-    tp_size: int = _f(1, "Tensor-parallel degree. Not built yet: only 1 is accepted.", aliases=("--tensor-parallel-size",),
-                      unsupported=Unsupported("tensor parallelism is not built yet; use 1"))
+    tp_size: int = _f(1, "Tensor-parallel degree: this many ranks (one scheduler process each, on CPU or one GPU "
+                      "each) split every layer's weights and run each forward together (docs/parallel.md).",
+                      aliases=("--tensor-parallel-size",))
     stream_interval: int = _f(1, "Send a stream event every N generated tokens.")
     stream_output: bool = _f(False, "Stream incremental segments. Not built: streams carry the cumulative text; refused.",
                              unsupported=Unsupported("streams carry the cumulative text (SGLang v0.4 behaviour)"))
@@ -153,6 +154,15 @@ class ServerArgs:
         "round_robin", "Data-parallel dispatch; only the default is accepted, as --dp-size > 1 is not built.",
         choices=["round_robin", "shortest_queue"],
         unsupported=Unsupported("it applies to --dp-size > 1, which is not built yet"))
+
+    # Multi-node tensor parallelism
+    dist_init_addr: Optional[str] = _f(
+        None, "HOST:PORT where the tensor-parallel ranks meet (torch.distributed's TCP rendezvous, served by rank 0's "
+        "node; every node must reach it). Needed with --nnodes > 1. Unset: a free port on 127.0.0.1.",
+        aliases=("--nccl-init-addr",))
+    nnodes: int = _f(1, "Machines the tensor-parallel ranks are spread over; each runs tp_size / nnodes of them.")
+    node_rank: int = _f(0, "This machine's index among the --nnodes. Node 0 serves HTTP and runs rank 0; the others "
+                        "run only their ranks.")
 
     # Kernels and backends
     attention_backend: Optional[str] = _f(
@@ -254,7 +264,9 @@ class ServerArgs:
             choices = f.metadata.get("choices")
             if choices and value is not None and value not in choices:
                 raise ValueError(f"--{_flag(f.name)} must be one of {choices}, got {value!r}")
-        _positive(self, "port", "stream_interval", "max_prefill_tokens", "decode_log_interval", "watchdog_timeout")
+        _positive(self, "port", "stream_interval", "max_prefill_tokens", "decode_log_interval", "watchdog_timeout",
+                  "tp_size", "nnodes")
+        self._check_parallel()
         if self.mem_fraction_static is not None and not 0.0 < self.mem_fraction_static <= 1.0:
             raise ValueError(f"--mem-fraction-static must be in (0, 1], got {self.mem_fraction_static}")
         if self.schedule_conservativeness <= 0:
@@ -281,6 +293,24 @@ class ServerArgs:
             raise ValueError(f"--json-model-override-args is not valid JSON: {e}") from None
         if not isinstance(overrides, dict):
             raise ValueError("--json-model-override-args must be a JSON object")
+
+    def _check_parallel(self) -> None:
+        tp = self.tp_size
+        if not 0 <= self.node_rank < self.nnodes:
+            raise ValueError(f"--node-rank must be in [0, --nnodes {self.nnodes}), got {self.node_rank}")
+        if tp % self.nnodes:
+            raise ValueError(f"--tp-size {tp} must be a multiple of --nnodes {self.nnodes}: every node runs "
+                             "tp_size / nnodes ranks")
+        if self.nnodes > 1 and self.dist_init_addr is None:
+            raise ValueError(f"--nnodes {self.nnodes} needs --dist-init-addr HOST:PORT, an address of node 0 "
+                             "that every node reaches")
+        if self.dist_init_addr is not None:
+            parse_host_port(self.dist_init_addr)
+        if tp > 1 and self.enable_hip_attention:
+            raise ValueError(f"--tp-size {tp} is not supported with HiP attention (--enable-hip-attention or "
+                             "--attention-backend hip) yet: its mask cache and KV offloading are built for one rank")
+        if tp > 1 and self.device == "cuda":
+            _check_gpu_count(tp // self.nnodes)
 
     # ---- CLI ------------------------------------------------------------------------------
     @staticmethod
@@ -370,6 +400,22 @@ def _positive(args: ServerArgs, *names: str) -> None:
             raise ValueError(f"--{_flag(name)} must be positive, got {getattr(args, name)}")
 
 
+def parse_host_port(addr: str) -> "tuple[str, int]":
+    """"host:port" (an IPv6 host in brackets) -> (host, port); ValueError naming --dist-init-addr."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--dist-init-addr must be HOST:PORT, got {addr!r}")
+    return host.strip("[]"), int(port)
+
+
+def _check_gpu_count(needed: int) -> None:
+    import torch
+
+    found = torch.cuda.device_count()
+    if found < needed:
+        raise ValueError(f"--tp-size needs {needed} GPUs on this node (one per rank), found {found}")
+
+
 def _default_device() -> str:
     try:
         import torch
@@ -390,15 +436,22 @@ def _default_chunk_size(device: str) -> int:
 
 @dataclass
 class PortArgs:
-    """ZeroMQ endpoints that connect the tokenizer manager, scheduler and detokenizer."""
+    """ZeroMQ endpoints that connect the tokenizer manager, scheduler and detokenizer, and the
+    torch.distributed rendezvous of the tensor-parallel ranks (None at tp_size 1)."""
 
     tokenizer_ipc_name: str
     scheduler_input_ipc_name: str
     detokenizer_ipc_name: str
+    dist_init_method: Optional[str] = None
 
     @staticmethod
-    def init_new() -> "PortArgs":
+    def init_new(dist_init_addr: Optional[str] = None) -> "PortArgs":
+        """Fresh ipc:// names; `dist_init_addr` (HOST:PORT) becomes the rendezvous URL."""
         import tempfile
 
         base = tempfile.mkdtemp(prefix="sgl-ipc-")
-        return PortArgs(*(f"ipc://{os.path.join(base, n)}" for n in ("tok", "sched", "detok")))
+        ports = PortArgs(*(f"ipc://{os.path.join(base, n)}" for n in ("tok", "sched", "detok")))
+        if dist_init_addr is not None:
+            host, port = parse_host_port(dist_init_addr)
+            ports.dist_init_method = f"tcp://{'[' + host + ']' if ':' in host else host}:{port}"
+        return ports

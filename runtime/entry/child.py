@@ -1,4 +1,5 @@
-"""Entry point of the runtime's child processes: `python -m sgl.runtime.entry.child scheduler|detokenizer`.
+"""Entry point of the runtime's child processes: `python -m sgl.runtime.entry.child scheduler|detokenizer`
+(`scheduler --tp-rank=R` for tensor-parallel rank R > 0 of a multi-rank server).
 
 Children are started with subprocess rather than multiprocessing: multiprocessing's spawn re-runs
 the user's main script in every child, which breaks scripts without a `__main__` guard. The
@@ -14,6 +15,7 @@ import sys
 
 def main() -> None:
     kind = sys.argv[1]
+    tp_rank = int(sys.argv[2].split("=", 1)[1]) if len(sys.argv) > 2 else 0
     server_args, port_args = pickle.load(sys.stdin.buffer)
     # stdout carries the readiness report; everything printed goes to stderr.
     report = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
@@ -21,7 +23,7 @@ def main() -> None:
     if kind == "scheduler":
         from sgl.runtime.scheduler.process import run_scheduler_process
 
-        run_scheduler_process(server_args, port_args, _Reporter(report))
+        run_scheduler_process(server_args, port_args, _Reporter(report), tp_rank)
     elif kind == "detokenizer":
         from sgl.runtime.detokenizer.detokenizer import run_detokenizer_process
 

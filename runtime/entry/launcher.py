@@ -1,9 +1,15 @@
-"""Start the scheduler and detokenizer processes and wait until the scheduler is ready."""
+"""Start the scheduler and detokenizer processes and wait until the schedulers are ready.
+
+Under tensor parallelism there is one scheduler process per TP rank of this node (node n of
+`--nnodes` runs ranks n*tp/nnodes .. (n+1)*tp/nnodes - 1); the detokenizer runs on node 0 only,
+beside rank 0, which is the scheduler the tokenizer manager talks to.
+"""
 
 from __future__ import annotations
 
 import pickle
 import select
+import socket
 import subprocess
 import time
 from typing import List, Optional, Tuple
@@ -13,16 +19,24 @@ from sgl.runtime.server_args import PortArgs, ServerArgs
 from sgl.utils import python_module_command
 
 STARTUP_TIMEOUT_S = 600
+# after one rank's start-up error, how long to collect the other ranks' errors
+FAILURE_GRACE_S = 2.0
+# rank 0 leaves its loop within about a second of SIGTERM (its idle poll)
+FIRST_EXIT_S = 3.0
 
 
 class ChildProcess:
-    """A runtime child process (`python -m sgl.runtime.entry.child KIND`)."""
+    """A runtime child process (`python -m sgl.runtime.entry.child KIND`); a scheduler of a
+    tensor-parallel server is named after its rank ("scheduler (TP rank 1)")."""
 
-    def __init__(self, kind: str, server_args: ServerArgs, port_args: PortArgs):
-        self.name = kind
+    def __init__(self, kind: str, server_args: ServerArgs, port_args: PortArgs, tp_rank: Optional[int] = None):
+        self.name = kind if tp_rank is None else f"{kind} (TP rank {tp_rank})"
+        self.tp_rank = tp_rank
+        args = [kind] if tp_rank is None else [kind, f"--tp-rank={tp_rank}"]
+        local_ranks = len(local_tp_ranks(server_args)) if kind == "scheduler" else 1
         self.popen = subprocess.Popen(
-            python_module_command("sgl.runtime.entry.child", kind),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=child_env(kind, server_args.device),
+            python_module_command("sgl.runtime.entry.child", *args),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=child_env(kind, server_args.device, local_ranks),
         )
         pickle.dump((server_args, port_args), self.popen.stdin)
         self.popen.stdin.close()
@@ -62,35 +76,81 @@ class ChildProcess:
             pass
 
 
+def local_tp_ranks(server_args: ServerArgs) -> range:
+    """The TP ranks this node runs."""
+    per_node = server_args.tp_size // server_args.nnodes
+    return range(server_args.node_rank * per_node, (server_args.node_rank + 1) * per_node)
+
+
 def launch_subprocesses(server_args: ServerArgs) -> Tuple[List[ChildProcess], PortArgs, dict]:
-    port_args = PortArgs.init_new()
-    scheduler = ChildProcess("scheduler", server_args, port_args)
-    detokenizer = ChildProcess("detokenizer", server_args, port_args)
-    procs = [scheduler, detokenizer]
+    """This node's schedulers (and on node 0 the detokenizer), ready; returns them, the ports and
+    rank 0's report (empty on the other nodes)."""
+    tp = server_args.tp_size > 1
+    # the ranks of one machine meet on a free local port unless told where
+    rendezvous = server_args.dist_init_addr or (f"127.0.0.1:{_ephemeral_port()}" if tp else None)
+    port_args = PortArgs.init_new(rendezvous)
+    schedulers = [ChildProcess("scheduler", server_args, port_args, rank if tp else None)
+                  for rank in local_tp_ranks(server_args)]
+    procs = list(schedulers)
+    if server_args.node_rank == 0:
+        procs.append(ChildProcess("detokenizer", server_args, port_args))
     try:
-        info = _wait_ready(scheduler, procs)
+        info = _wait_ready(schedulers, procs)
     except BaseException:
         shutdown_processes(procs)
         raise
     return procs, port_args, info
 
 
-def _wait_ready(scheduler: ChildProcess, procs: List[ChildProcess]) -> dict:
+def _ephemeral_port() -> int:
+    """A port the OS considers free now (from the ephemeral range, away from HTTP ports)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_ready(schedulers: List[ChildProcess], procs: List[ChildProcess]) -> dict:
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    reports = {}
     while time.monotonic() < deadline:
-        info = scheduler.read_report(0.2)
-        if info is not None:
+        for proc in schedulers:
+            if proc in reports:
+                continue
+            info = proc.read_report(0.2 / len(schedulers))
+            if info is None:
+                continue
             if info.get("status") != "ready":
-                raise ValueError(f"the scheduler failed to start: {info.get('message')}")
-            return info
+                raise ValueError(_startup_failure(proc, info, schedulers))
+            reports[proc] = info
+        if len(reports) == len(schedulers):
+            return reports[schedulers[0]] if schedulers[0].tp_rank in (None, 0) else {}
         for proc in procs:
-            if not proc.is_alive():
+            if not proc.is_alive() and proc not in reports:
                 raise RuntimeError(f"the {proc.name} process exited during start-up (exit code {proc.exitcode})")
-    raise TimeoutError(f"the scheduler did not become ready within {STARTUP_TIMEOUT_S} s")
+    raise TimeoutError(f"the schedulers did not become ready within {STARTUP_TIMEOUT_S} s")
+
+
+def _startup_failure(first: ChildProcess, info: dict, schedulers: List[ChildProcess]) -> str:
+    """Every scheduler's start-up error: when one rank fails, the others fail too (their group
+    broke), and the root cause may be any of them."""
+    messages = [f"the {first.name} failed to start: {info.get('message')}"]
+    deadline = time.monotonic() + FAILURE_GRACE_S
+    for proc in schedulers:
+        if proc is first:
+            continue
+        other = proc.read_report(max(deadline - time.monotonic(), 0))
+        if other is not None and other.get("status") != "ready":
+            messages.append(f"the {proc.name} failed to start: {other.get('message')}")
+    return "; ".join(messages)
 
 
 def shutdown_processes(procs: List[ChildProcess], timeout: float = 5.0) -> None:
-    for proc in procs:
+    """The first process (rank 0's scheduler) first: under tensor parallelism it tells the other
+    ranks to stop, on every node, before anything else is terminated."""
+    if procs:
+        procs[0].terminate()
+        procs[0].join(FIRST_EXIT_S)
+    for proc in procs[1:]:
         proc.terminate()
     for proc in procs:
         proc.join(timeout)

@@ -31,6 +31,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if server_args.node_rank > 0:
+        from sgl.runtime.entry.worker_node import run_worker_node
+
+        return run_worker_node(server_args)  # a node of a multi-node TP group without HTTP
     return launch_server(server_args)
 
 

@@ -322,10 +322,11 @@ class TokenizerManager:
     async def _watch_processes(self) -> None:
         while self.dead_reason is None:
             await asyncio.sleep(0.5)
-            for proc in self.procs:
-                if not proc.is_alive():
-                    self._on_death(f"{proc.name} process died (exit code {proc.exitcode})")
-                    break
+            # every dead one: when a tensor-parallel rank dies the others follow, and the first to
+            # go is the cause
+            dead = [f"{proc.name} process died (exit code {proc.exitcode})" for proc in self.procs if not proc.is_alive()]
+            if dead:
+                self._on_death("; ".join(dead))
 
     def _on_death(self, reason: str) -> None:
         logger.error("Runtime failure: %s", reason)
