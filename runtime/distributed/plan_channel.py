@@ -47,7 +47,8 @@ class PlanSender:
         sizes = [int(t.numel()) for t in tensors]
         header = _host_part(plan)
         _broadcast_object((header, sizes), self.group)
-        payload = torch.cat([t.reshape(-1).to(torch.int64) for t in tensors])
+        device = plan.input_ids.device
+        payload = torch.cat([t.reshape(-1).to(device, torch.int64) for t in tensors])
         dist.broadcast(payload, src=0, group=self.group.device_group)
 
     def stop(self) -> None:

@@ -59,6 +59,10 @@ class ModelRunner:
         self.dtype = self.model_config.dtype
         # this process's tensor-parallel rank: the model is built with its share of the weights
         self.tp = get_tp_group()
+        if self.tp.size != server_args.tp_size:
+            raise ValueError(f"--tp-size {server_args.tp_size}: this process is not a rank of a tensor-parallel group "
+                             f"of that size (it has {self.tp.size}); the server and sgl.Engine start one process "
+                             "per rank, a runner built on its own (benchmarks, tests) runs at --tp-size 1")
         self.num_kv_heads = self.model_config.get_num_kv_heads(self.tp.size, self.tp.rank)
         self.plan_sender = None  # rank 0 of several: sends every forward plan to the other ranks
         torch.manual_seed(server_args.random_seed)
