@@ -148,12 +148,12 @@ class ServerArgs:
     enable_cache_report: bool = _f(False, "Report cached prompt tokens in OpenAI usage (prompt_tokens_details).")
 
     # Data parallelism
-    dp_size: int = _f(1, "Data-parallel replicas. Not built yet: only 1 is accepted.", aliases=("--data-parallel-size",),
-                      unsupported=Unsupported("data parallelism is not built yet; use 1"))
+    dp_size: int = _f(1, "Data-parallel replicas in one launch: this many schedulers (each with --tp-size ranks and "
+                      "its own KV cache), requests dispatched among them (docs/parallel.md).",
+                      aliases=("--data-parallel-size",))
     load_balance_method: str = _f(
-        "round_robin", "Data-parallel dispatch; only the default is accepted, as --dp-size > 1 is not built.",
-        choices=["round_robin", "shortest_queue"],
-        unsupported=Unsupported("it applies to --dp-size > 1, which is not built yet"))
+        "round_robin", "How --dp-size replicas share requests: round_robin, or shortest_queue (the replica with the "
+        "fewest requests in flight).", choices=["round_robin", "shortest_queue"])
 
     # Multi-node tensor parallelism
     dist_init_addr: Optional[str] = _f(
@@ -265,7 +265,7 @@ class ServerArgs:
             if choices and value is not None and value not in choices:
                 raise ValueError(f"--{_flag(f.name)} must be one of {choices}, got {value!r}")
         _positive(self, "port", "stream_interval", "max_prefill_tokens", "decode_log_interval", "watchdog_timeout",
-                  "tp_size", "nnodes")
+                  "tp_size", "dp_size", "nnodes")
         self._check_parallel()
         if self.mem_fraction_static is not None and not 0.0 < self.mem_fraction_static <= 1.0:
             raise ValueError(f"--mem-fraction-static must be in (0, 1], got {self.mem_fraction_static}")
@@ -309,8 +309,11 @@ class ServerArgs:
         if tp > 1 and self.enable_hip_attention:
             raise ValueError(f"--tp-size {tp} is not supported with HiP attention (--enable-hip-attention or "
                              "--attention-backend hip) yet: its mask cache and KV offloading are built for one rank")
-        if tp > 1 and self.device == "cuda":
-            _check_gpu_count(tp // self.nnodes)
+        if self.dp_size > 1 and self.nnodes > 1:
+            raise ValueError(f"--dp-size {self.dp_size} with --nnodes {self.nnodes} is not supported: data-parallel "
+                             "replicas run on one machine (put a router in front of several servers instead)")
+        if tp * self.dp_size > 1 and self.device == "cuda":
+            _check_gpu_count(tp // self.nnodes * self.dp_size)
 
     # ---- CLI ------------------------------------------------------------------------------
     @staticmethod
@@ -413,7 +416,7 @@ def _check_gpu_count(needed: int) -> None:
 
     found = torch.cuda.device_count()
     if found < needed:
-        raise ValueError(f"--tp-size needs {needed} GPUs on this node (one per rank), found {found}")
+        raise ValueError(f"--tp-size x --dp-size needs {needed} GPUs on this node (one per rank), found {found}")
 
 
 def _default_device() -> str:
@@ -437,21 +440,35 @@ def _default_chunk_size(device: str) -> int:
 @dataclass
 class PortArgs:
     """ZeroMQ endpoints that connect the tokenizer manager, scheduler and detokenizer, and the
-    torch.distributed rendezvous of the tensor-parallel ranks (None at tp_size 1)."""
+    torch.distributed rendezvous of the tensor-parallel ranks (None at tp_size 1). With
+    --dp-size N there are N scheduler inputs; a replica's processes get `for_replica(d, ...)`,
+    whose `scheduler_input_ipc_name` and rendezvous are that replica's."""
 
     tokenizer_ipc_name: str
     scheduler_input_ipc_name: str
     detokenizer_ipc_name: str
     dist_init_method: Optional[str] = None
+    scheduler_input_ipc_names: List[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.scheduler_input_ipc_names:
+            self.scheduler_input_ipc_names = [self.scheduler_input_ipc_name]
 
     @staticmethod
-    def init_new(dist_init_addr: Optional[str] = None) -> "PortArgs":
-        """Fresh ipc:// names; `dist_init_addr` (HOST:PORT) becomes the rendezvous URL."""
+    def init_new(dp_size: int = 1) -> "PortArgs":
+        """Fresh ipc:// names (one scheduler input per data-parallel replica)."""
         import tempfile
 
         base = tempfile.mkdtemp(prefix="sgl-ipc-")
-        ports = PortArgs(*(f"ipc://{os.path.join(base, n)}" for n in ("tok", "sched", "detok")))
-        if dist_init_addr is not None:
-            host, port = parse_host_port(dist_init_addr)
-            ports.dist_init_method = f"tcp://{'[' + host + ']' if ':' in host else host}:{port}"
-        return ports
+        tok, detok = (f"ipc://{os.path.join(base, n)}" for n in ("tok", "detok"))
+        inputs = [f"ipc://{os.path.join(base, 'sched' if dp_size == 1 else f'sched{d}')}" for d in range(dp_size)]
+        return PortArgs(tok, inputs[0], detok, None, inputs)
+
+    def for_replica(self, dp_rank: int, rendezvous: Optional["tuple[str, int]"]) -> "PortArgs":
+        """The ports of replica `dp_rank`, whose TP ranks meet at `rendezvous` (host, port)."""
+        url = None
+        if rendezvous is not None:
+            host, port = rendezvous
+            url = f"tcp://{'[' + host + ']' if ':' in host else host}:{port}"
+        return dataclasses.replace(self, scheduler_input_ipc_name=self.scheduler_input_ipc_names[dp_rank],
+                                   dist_init_method=url)

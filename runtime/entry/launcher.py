@@ -15,25 +15,32 @@ import time
 from typing import List, Optional, Tuple
 
 from sgl.runtime.executor.cpu_threads import child_env
-from sgl.runtime.server_args import PortArgs, ServerArgs
+from sgl.runtime.server_args import PortArgs, ServerArgs, parse_host_port
+from sgl.runtime.tokenizer.dispatcher import merge_states
 from sgl.utils import python_module_command
 
 STARTUP_TIMEOUT_S = 600
 # after one rank's start-up error, how long to collect the other ranks' errors
 FAILURE_GRACE_S = 2.0
-# rank 0 leaves its loop within about a second of SIGTERM (its idle poll)
+# a replica's rank 0 leaves its loop within about a second of SIGTERM (its idle poll)
 FIRST_EXIT_S = 3.0
 
 
 class ChildProcess:
     """A runtime child process (`python -m sgl.runtime.entry.child KIND`); a scheduler of a
-    tensor-parallel server is named after its rank ("scheduler (TP rank 1)")."""
+    tensor- or data-parallel server is named after its place ("scheduler (TP rank 1)",
+    "scheduler (DP 1, TP rank 0)")."""
 
-    def __init__(self, kind: str, server_args: ServerArgs, port_args: PortArgs, tp_rank: Optional[int] = None):
-        self.name = kind if tp_rank is None else f"{kind} (TP rank {tp_rank})"
-        self.tp_rank = tp_rank
-        args = [kind] if tp_rank is None else [kind, f"--tp-rank={tp_rank}"]
-        local_ranks = len(local_tp_ranks(server_args)) if kind == "scheduler" else 1
+    def __init__(self, kind: str, server_args: ServerArgs, port_args: PortArgs, tp_rank: Optional[int] = None,
+                 dp_rank: Optional[int] = None):
+        place = ([f"DP {dp_rank}"] if dp_rank is not None else []) + ([f"TP rank {tp_rank}"] if tp_rank is not None else [])
+        self.name = f"{kind} ({', '.join(place)})" if place else kind
+        self.kind, self.tp_rank = kind, tp_rank
+        #: a scheduler that receives requests (rank 0 of its replica): stopped first, it stops the others
+        self.leads = kind == "scheduler" and not tp_rank
+        args = [kind] + ([f"--tp-rank={tp_rank}"] if tp_rank is not None else []) \
+            + ([f"--dp-rank={dp_rank}"] if dp_rank is not None else [])
+        local_ranks = len(local_tp_ranks(server_args)) * server_args.dp_size if kind == "scheduler" else 1
         self.popen = subprocess.Popen(
             python_module_command("sgl.runtime.entry.child", *args),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=child_env(kind, server_args.device, local_ranks),
@@ -83,23 +90,37 @@ def local_tp_ranks(server_args: ServerArgs) -> range:
 
 
 def launch_subprocesses(server_args: ServerArgs) -> Tuple[List[ChildProcess], PortArgs, dict]:
-    """This node's schedulers (and on node 0 the detokenizer), ready; returns them, the ports and
-    rank 0's report (empty on the other nodes)."""
-    tp = server_args.tp_size > 1
-    # the ranks of one machine meet on a free local port unless told where
-    rendezvous = server_args.dist_init_addr or (f"127.0.0.1:{_ephemeral_port()}" if tp else None)
-    port_args = PortArgs.init_new(rendezvous)
-    schedulers = [ChildProcess("scheduler", server_args, port_args, rank if tp else None)
-                  for rank in local_tp_ranks(server_args)]
+    """This node's schedulers (every data-parallel replica's ranks on it) and, on node 0, the
+    detokenizer, all ready; returns them, the ports and the replicas' merged start-up report
+    (empty on the other nodes)."""
+    sa = server_args
+    port_args = PortArgs.init_new(sa.dp_size)
+    schedulers = []
+    for dp_rank in range(sa.dp_size):
+        replica = port_args.for_replica(dp_rank, _rendezvous(sa, dp_rank))
+        for rank in local_tp_ranks(sa):
+            schedulers.append(ChildProcess("scheduler", sa, replica, rank if sa.tp_size > 1 else None,
+                                           dp_rank if sa.dp_size > 1 else None))
     procs = list(schedulers)
-    if server_args.node_rank == 0:
-        procs.append(ChildProcess("detokenizer", server_args, port_args))
+    if sa.node_rank == 0:
+        procs.append(ChildProcess("detokenizer", sa, port_args))
     try:
         info = _wait_ready(schedulers, procs)
     except BaseException:
         shutdown_processes(procs)
         raise
     return procs, port_args, info
+
+
+def _rendezvous(server_args: ServerArgs, dp_rank: int) -> Optional[Tuple[str, int]]:
+    """Where replica `dp_rank`'s TP ranks meet: --dist-init-addr (its port + dp_rank), else a
+    free local port; None without tensor parallelism."""
+    if server_args.tp_size == 1:
+        return None
+    if server_args.dist_init_addr is None:
+        return "127.0.0.1", _ephemeral_port()
+    host, port = parse_host_port(server_args.dist_init_addr)
+    return host, port + dp_rank
 
 
 def _ephemeral_port() -> int:
@@ -123,7 +144,8 @@ def _wait_ready(schedulers: List[ChildProcess], procs: List[ChildProcess]) -> di
                 raise ValueError(_startup_failure(proc, info, schedulers))
             reports[proc] = info
         if len(reports) == len(schedulers):
-            return reports[schedulers[0]] if schedulers[0].tp_rank in (None, 0) else {}
+            leaders = [reports[p] for p in schedulers if p.leads]
+            return merge_states(leaders) if leaders else {}
         for proc in procs:
             if not proc.is_alive() and proc not in reports:
                 raise RuntimeError(f"the {proc.name} process exited during start-up (exit code {proc.exitcode})")
@@ -145,12 +167,14 @@ def _startup_failure(first: ChildProcess, info: dict, schedulers: List[ChildProc
 
 
 def shutdown_processes(procs: List[ChildProcess], timeout: float = 5.0) -> None:
-    """The first process (rank 0's scheduler) first: under tensor parallelism it tells the other
-    ranks to stop, on every node, before anything else is terminated."""
-    if procs:
-        procs[0].terminate()
-        procs[0].join(FIRST_EXIT_S)
-    for proc in procs[1:]:
+    """The leading schedulers (rank 0 of each replica) first: under tensor parallelism each tells
+    its other ranks to stop, on every node, before anything else is terminated."""
+    leaders = [p for p in procs if p.leads]
+    for proc in leaders:
+        proc.terminate()
+    for proc in leaders:
+        proc.join(FIRST_EXIT_S)
+    for proc in procs:
         proc.terminate()
     for proc in procs:
         proc.join(timeout)

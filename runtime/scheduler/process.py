@@ -19,10 +19,11 @@ from sgl.runtime.scheduler.watchdog import Watchdog
 logger = logging.getLogger(__name__)
 
 
-def run_scheduler_process(server_args, port_args, pipe_writer, tp_rank: int = 0) -> None:
-    configure_child_process("scheduler" if server_args.tp_size == 1 else f"TP{tp_rank}", server_args)
+def run_scheduler_process(server_args, port_args, pipe_writer, tp_rank: int = 0, dp_rank: int = 0) -> None:
+    place = ([f"DP{dp_rank}"] if server_args.dp_size > 1 else []) + ([f"TP{tp_rank}"] if server_args.tp_size > 1 else [])
+    configure_child_process(" ".join(place) or "scheduler", server_args)
     try:
-        _join_tp_group(server_args, port_args, tp_rank)
+        _join_tp_group(server_args, port_args, tp_rank, dp_rank)
         built = _build(server_args) if tp_rank == 0 else _build_runner(server_args)
     except Exception as e:  # report the cause to the launcher instead of dying silently
         logger.error("Scheduler failed to start: %s\n%s", e, traceback.format_exc())
@@ -35,14 +36,20 @@ def run_scheduler_process(server_args, port_args, pipe_writer, tp_rank: int = 0)
         _follow(built, tp_rank)
 
 
-def _join_tp_group(server_args, port_args, tp_rank: int) -> None:
+def _join_tp_group(server_args, port_args, tp_rank: int, dp_rank: int) -> None:
+    """Join the replica's TP group; on CUDA select this rank's GPU: replica d's ranks on a node
+    use GPUs d * ranks_per_node .. (d + 1) * ranks_per_node - 1 of it."""
+    ranks_per_node = server_args.tp_size // server_args.nnodes
+    gpu = dp_rank * ranks_per_node + tp_rank % ranks_per_node
     if server_args.tp_size == 1:
+        if server_args.device == "cuda" and gpu:
+            import torch
+
+            torch.cuda.set_device(gpu)
         return
     from sgl.runtime.distributed.parallel_state import init_tensor_parallel
 
-    ranks_per_node = server_args.tp_size // server_args.nnodes
-    init_tensor_parallel(tp_rank, server_args.tp_size, port_args.dist_init_method, server_args.device,
-                         gpu=tp_rank % ranks_per_node)
+    init_tensor_parallel(tp_rank, server_args.tp_size, port_args.dist_init_method, server_args.device, gpu=gpu)
 
 
 def _serve(scheduler, server_args, port_args, pipe_writer) -> None:
