@@ -118,8 +118,9 @@ class ServerArgs:
     prefill_only_one_req: bool = _f(False, "Admit at most one new request per prefill batch.")
 
     # Other runtime options
-    tp_size: int = _f(1, "Tensor-parallel degree. Not built yet: only 1 is accepted.", aliases=("--tensor-parallel-size",),
-                      unsupported=Unsupported("tensor parallelism is not built yet; use 1"))
+    tp_size: int = _f(1, "Tensor-parallel degree: this many ranks (one scheduler process each, on CPU or one GPU "
+                      "each) split every layer's weights and run each forward together (docs/parallel.md).",
+                      aliases=("--tensor-parallel-size",))
     stream_interval: int = _f(1, "Send a stream event every N generated tokens.")
     stream_output: bool = _f(False, "Stream incremental segments. Not built: streams carry the cumulative text; refused.",
                              unsupported=Unsupported("streams carry the cumulative text (SGLang v0.4 behaviour)"))
@@ -147,12 +148,21 @@ class ServerArgs:
     enable_cache_report: bool = _f(False, "Report cached prompt tokens in OpenAI usage (prompt_tokens_details).")
 
     # Data parallelism
-    dp_size: int = _f(1, "Data-parallel replicas. Not built yet: only 1 is accepted.", aliases=("--data-parallel-size",),
-                      unsupported=Unsupported("data parallelism is not built yet; use 1"))
+    dp_size: int = _f(1, "Data-parallel replicas in one launch: this many schedulers (each with --tp-size ranks and "
+                      "its own KV cache), requests dispatched among them (docs/parallel.md).",
+                      aliases=("--data-parallel-size",))
     load_balance_method: str = _f(
-        "round_robin", "Data-parallel dispatch; only the default is accepted, as --dp-size > 1 is not built.",
-        choices=["round_robin", "shortest_queue"],
-        unsupported=Unsupported("it applies to --dp-size > 1, which is not built yet"))
+        "round_robin", "How --dp-size replicas share requests: round_robin, or shortest_queue (the replica with the "
+        "fewest requests in flight).", choices=["round_robin", "shortest_queue"])
+
+    # Multi-node tensor parallelism
+    dist_init_addr: Optional[str] = _f(
+        None, "HOST:PORT where the tensor-parallel ranks meet (torch.distributed's TCP rendezvous, served by rank 0's "
+        "node; every node must reach it). Needed with --nnodes > 1. Unset: a free port on 127.0.0.1.",
+        aliases=("--nccl-init-addr",))
+    nnodes: int = _f(1, "Machines the tensor-parallel ranks are spread over; each runs tp_size / nnodes of them.")
+    node_rank: int = _f(0, "This machine's index among the --nnodes. Node 0 serves HTTP and runs rank 0; the others "
+                        "run only their ranks.")
 
     # Kernels and backends
     attention_backend: Optional[str] = _f(
@@ -263,7 +273,9 @@ class ServerArgs:
             choices = f.metadata.get("choices")
             if choices and value is not None and value not in choices:
                 raise ValueError(f"--{_flag(f.name)} must be one of {choices}, got {value!r}")
-        _positive(self, "port", "stream_interval", "max_prefill_tokens", "decode_log_interval", "watchdog_timeout")
+        _positive(self, "port", "stream_interval", "max_prefill_tokens", "decode_log_interval", "watchdog_timeout",
+                  "tp_size", "dp_size", "nnodes")
+        self._check_parallel()
         if self.mem_fraction_static is not None and not 0.0 < self.mem_fraction_static <= 1.0:
             raise ValueError(f"--mem-fraction-static must be in (0, 1], got {self.mem_fraction_static}")
         if self.schedule_conservativeness <= 0:
@@ -297,6 +309,27 @@ class ServerArgs:
             raise ValueError(f"--json-model-override-args is not valid JSON: {e}") from None
         if not isinstance(overrides, dict):
             raise ValueError("--json-model-override-args must be a JSON object")
+
+    def _check_parallel(self) -> None:
+        tp = self.tp_size
+        if not 0 <= self.node_rank < self.nnodes:
+            raise ValueError(f"--node-rank must be in [0, --nnodes {self.nnodes}), got {self.node_rank}")
+        if tp % self.nnodes:
+            raise ValueError(f"--tp-size {tp} must be a multiple of --nnodes {self.nnodes}: every node runs "
+                             "tp_size / nnodes ranks")
+        if self.nnodes > 1 and self.dist_init_addr is None:
+            raise ValueError(f"--nnodes {self.nnodes} needs --dist-init-addr HOST:PORT, an address of node 0 "
+                             "that every node reaches")
+        if self.dist_init_addr is not None:
+            parse_host_port(self.dist_init_addr)
+        if tp > 1 and self.enable_hip_attention:
+            raise ValueError(f"--tp-size {tp} is not supported with HiP attention (--enable-hip-attention or "
+                             "--attention-backend hip) yet: its mask cache and KV offloading are built for one rank")
+        if self.dp_size > 1 and self.nnodes > 1:
+            raise ValueError(f"--dp-size {self.dp_size} with --nnodes {self.nnodes} is not supported: data-parallel "
+                             "replicas run on one machine (put a router in front of several servers instead)")
+        if tp * self.dp_size > 1 and self.device == "cuda":
+            _check_gpu_count(tp // self.nnodes * self.dp_size)
 
     # ---- CLI ------------------------------------------------------------------------------
     @staticmethod
@@ -386,6 +419,22 @@ def _positive(args: ServerArgs, *names: str) -> None:
             raise ValueError(f"--{_flag(name)} must be positive, got {getattr(args, name)}")
 
 
+def parse_host_port(addr: str) -> "tuple[str, int]":
+    """"host:port" (an IPv6 host in brackets) -> (host, port); ValueError naming --dist-init-addr."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--dist-init-addr must be HOST:PORT, got {addr!r}")
+    return host.strip("[]"), int(port)
+
+
+def _check_gpu_count(needed: int) -> None:
+    import torch
+
+    found = torch.cuda.device_count()
+    if found < needed:
+        raise ValueError(f"--tp-size x --dp-size needs {needed} GPUs on this node (one per rank), found {found}")
+
+
 def _default_device() -> str:
     try:
         import torch
@@ -406,15 +455,36 @@ def _default_chunk_size(device: str) -> int:
 
 @dataclass
 class PortArgs:
-    """ZeroMQ endpoints that connect the tokenizer manager, scheduler and detokenizer."""
+    """ZeroMQ endpoints that connect the tokenizer manager, scheduler and detokenizer, and the
+    torch.distributed rendezvous of the tensor-parallel ranks (None at tp_size 1). With
+    --dp-size N there are N scheduler inputs; a replica's processes get `for_replica(d, ...)`,
+    whose `scheduler_input_ipc_name` and rendezvous are that replica's."""
 
     tokenizer_ipc_name: str
     scheduler_input_ipc_name: str
     detokenizer_ipc_name: str
+    dist_init_method: Optional[str] = None
+    scheduler_input_ipc_names: List[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.scheduler_input_ipc_names:
+            self.scheduler_input_ipc_names = [self.scheduler_input_ipc_name]
 
     @staticmethod
-    def init_new() -> "PortArgs":
+    def init_new(dp_size: int = 1) -> "PortArgs":
+        """Fresh ipc:// names (one scheduler input per data-parallel replica)."""
         import tempfile
 
         base = tempfile.mkdtemp(prefix="sgl-ipc-")
-        return PortArgs(*(f"ipc://{os.path.join(base, n)}" for n in ("tok", "sched", "detok")))
+        tok, detok = (f"ipc://{os.path.join(base, n)}" for n in ("tok", "detok"))
+        inputs = [f"ipc://{os.path.join(base, 'sched' if dp_size == 1 else f'sched{d}')}" for d in range(dp_size)]
+        return PortArgs(tok, inputs[0], detok, None, inputs)
+
+    def for_replica(self, dp_rank: int, rendezvous: Optional["tuple[str, int]"]) -> "PortArgs":
+        """The ports of replica `dp_rank`, whose TP ranks meet at `rendezvous` (host, port)."""
+        url = None
+        if rendezvous is not None:
+            host, port = rendezvous
+            url = f"tcp://{'[' + host + ']' if ':' in host else host}:{port}"
+        return dataclasses.replace(self, scheduler_input_ipc_name=self.scheduler_input_ipc_names[dp_rank],
+                                   dist_init_method=url)

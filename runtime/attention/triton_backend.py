@@ -43,6 +43,7 @@ from sgl.kernels.extend_attention import ExtendTiles, default_extend_config, ext
 from sgl.kernels.kv_store import store_kv
 from sgl.kernels.utils import interpreting
 from sgl.runtime.attention.base import AttentionBackend
+from sgl.runtime.distributed.parallel_state import get_tp_group
 from sgl.runtime.mem.memory_pool import TokenToKVPool
 
 if TYPE_CHECKING:
@@ -85,8 +86,9 @@ class TritonAttnBackend(AttentionBackend):
             raise ValueError(f"--triton-attention-num-kv-splits must be a positive integer, got {splits!r}")
         self.max_kv_splits = splits
         self.device = torch.device(model_runner.device)
-        self.num_heads = mc.get_num_attention_heads(getattr(sa, "tp_size", 1))
-        self.num_kv_heads = mc.get_num_kv_heads(getattr(sa, "tp_size", 1))
+        tp = get_tp_group()  # this rank's heads (the split the model was built with)
+        self.num_heads = mc.get_num_attention_heads(tp.size, tp.rank)
+        self.num_kv_heads = mc.get_num_kv_heads(tp.size, tp.rank)
         self.num_sms = (torch.cuda.get_device_properties(self.device).multi_processor_count
                         if self.device.type == "cuda" else 0)
         self.v_head_dim = mc.head_dim

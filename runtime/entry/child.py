@@ -1,4 +1,5 @@
-"""Entry point of the runtime's child processes: `python -m sgl.runtime.entry.child scheduler|detokenizer`.
+"""Entry point of the runtime's child processes: `python -m sgl.runtime.entry.child scheduler|detokenizer`
+(`scheduler --tp-rank=R --dp-rank=D`: rank R of data-parallel replica D of a parallel server).
 
 Children are started with subprocess rather than multiprocessing: multiprocessing's spawn re-runs
 the user's main script in every child, which breaks scripts without a `__main__` guard. The
@@ -14,6 +15,8 @@ import sys
 
 def main() -> None:
     kind = sys.argv[1]
+    options = dict(arg[2:].split("=", 1) for arg in sys.argv[2:])
+    tp_rank, dp_rank = int(options.get("tp-rank", 0)), int(options.get("dp-rank", 0))
     server_args, port_args = pickle.load(sys.stdin.buffer)
     # stdout carries the readiness report; everything printed goes to stderr.
     report = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
@@ -21,7 +24,7 @@ def main() -> None:
     if kind == "scheduler":
         from sgl.runtime.scheduler.process import run_scheduler_process
 
-        run_scheduler_process(server_args, port_args, _Reporter(report))
+        run_scheduler_process(server_args, port_args, _Reporter(report), tp_rank, dp_rank)
     elif kind == "detokenizer":
         from sgl.runtime.detokenizer.detokenizer import run_detokenizer_process
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 
@@ -18,6 +19,17 @@ def configure_child_process(name: str, server_args) -> None:
     """Logging, and exit when the parent dies so no process is orphaned."""
     configure_logging(server_args.log_level, name)
     watch_parent()
+
+
+def exit_now(code: int) -> None:
+    """Flush the logs and end the process at once, skipping interpreter teardown (a step that may
+    never return; torch.distributed's process groups, whose teardown can abort the process while
+    the other ranks close their connections)."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
 
 
 def watch_parent(interval: float = 0.5) -> None:

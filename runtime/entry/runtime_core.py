@@ -13,13 +13,18 @@ logger = logging.getLogger(__name__)
 
 class RuntimeCore:
     def __init__(self, server_args: ServerArgs):
+        from sgl.runtime.distributed.partition import check_tensor_parallel
         from sgl.runtime.models.model_config import ModelConfig
         from sgl.runtime.entry.process_utils import configure_logging
 
         configure_logging(server_args.log_level)
         self.server_args = server_args
+        if server_args.node_rank > 0:
+            raise ValueError(f"--node-rank {server_args.node_rank}: only node 0 serves requests; start the other "
+                             "nodes with `python -m sgl.launch_server ... --node-rank N`, which runs their ranks only")
         # Validate the model in this process first: a bad path fails at once, before any spawn.
         self.model_config = ModelConfig.from_server_args(server_args)
+        check_tensor_parallel(self.model_config.hf_config, server_args.tp_size)
         self.tokenizer = None
         if not server_args.skip_tokenizer_init:
             from sgl.runtime.models.tokenizer import get_tokenizer

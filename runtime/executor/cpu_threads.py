@@ -8,6 +8,10 @@ so a step can take ten times as long (measured on a 2-core machine: a 2-thread d
 op went from 0.3 ms to 5-24 ms while a second process kept one core busy). The scheduler process
 therefore starts with ``OMP_WAIT_POLICY=PASSIVE`` (its threads sleep instead of spinning), and the
 detokenizer with one thread. Both are defaults: values already in the environment win.
+
+Under tensor parallelism a node runs one scheduler process per rank, and the ranks wait on each
+other at every collective, so they split the cores: each gets ``SGL_CPU_THREADS`` = cores / ranks
+(at least one) unless the variable is set.
 """
 
 from __future__ import annotations
@@ -39,11 +43,14 @@ def cpu_threads() -> int:
     return threads
 
 
-def child_env(kind: str, device: str) -> Dict[str, str]:
-    """The environment of the runtime child process ``kind`` ("scheduler" or "detokenizer")."""
+def child_env(kind: str, device: str, local_ranks: int = 1) -> Dict[str, str]:
+    """The environment of the runtime child process ``kind`` ("scheduler" or "detokenizer");
+    `local_ranks`: the scheduler processes (tensor-parallel ranks) on this machine."""
     env = dict(os.environ)
     if kind == "scheduler" and device == "cpu":
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        if local_ranks > 1:
+            env.setdefault(THREADS_ENV, str(max(1, available_cores() // local_ranks)))
     elif kind != "scheduler":
         env.setdefault("OMP_NUM_THREADS", "1")
     return env

@@ -15,7 +15,9 @@ from typing import List, Optional, Tuple
 import torch
 
 from sgl.runtime.attention.base import CudaGraphAttentionBackend, create_attention_backend
+from sgl.runtime.distributed.parallel_state import get_tp_group, min_over_ranks
 from sgl.runtime.executor.forward_batch import ForwardBatch, ForwardMode
+from sgl.runtime.executor.forward_plan import ForwardPlan, extend_logit_rows
 from sgl.runtime.executor.host_to_device import to_device
 from sgl.runtime.mem.memory_pool import ReqToTokenPool, TokenToKVPool
 from sgl.runtime.executor.cpu_threads import cpu_threads
@@ -57,6 +59,14 @@ class ModelRunner:
         self.device = server_args.device
         self.model_config = model_config or ModelConfig.from_server_args(server_args)
         self.dtype = self.model_config.dtype
+        # this process's tensor-parallel rank: the model is built with its share of the weights
+        self.tp = get_tp_group()
+        if self.tp.size != server_args.tp_size:
+            raise ValueError(f"--tp-size {server_args.tp_size}: this process is not a rank of a tensor-parallel group "
+                             f"of that size (it has {self.tp.size}); the server and sgl.Engine start one process "
+                             "per rank, a runner built on its own (benchmarks, tests) runs at --tp-size 1")
+        self.num_kv_heads = self.model_config.get_num_kv_heads(self.tp.size, self.tp.rank)
+        self.plan_sender = None  # rank 0 of several: sends every forward plan to the other ranks
         torch.manual_seed(server_args.random_seed)
         if self.device == "cpu":
             torch.set_num_threads(cpu_threads())  # see executor/cpu_threads.py
@@ -78,6 +88,10 @@ class ModelRunner:
             throwaway_extend(self, [16], [16])
         self.busy_timer = BusyTimer(self.device)
         self.cuda_graph_runner = self._make_cuda_graph_runner()
+        if self.tp.size > 1 and self.tp.rank == 0:
+            from sgl.runtime.distributed.plan_channel import PlanSender
+
+            self.plan_sender = PlanSender(self.tp, self.req_to_token_pool)
 
     # ---- memory -------------------------------------------------------------------------
     def _kv_dtype(self) -> torch.dtype:
@@ -86,7 +100,7 @@ class ModelRunner:
 
     def _cell_size(self) -> int:
         mc = self.model_config
-        return mc.num_key_value_heads * mc.head_dim * mc.num_hidden_layers * 2 * self._kv_dtype().itemsize
+        return self.num_kv_heads * mc.head_dim * mc.num_hidden_layers * 2 * self._kv_dtype().itemsize
 
     def profile_max_num_token(self) -> int:
         if self.device == "cuda":
@@ -146,6 +160,8 @@ class ModelRunner:
         max_tokens = self.profile_max_num_token()
         if sa.max_total_tokens is not None:
             max_tokens = min(max_tokens, sa.max_total_tokens) if self.device == "cuda" else sa.max_total_tokens
+        # rank 0 allocates the KV slots of every rank: the pool is the size all of them can hold
+        max_tokens = min_over_ranks(max_tokens)
         if max_tokens <= 16:
             raise ValueError(
                 f"not enough GPU memory for the KV cache ({max_tokens} tokens) after the weights: lower "
@@ -157,7 +173,7 @@ class ModelRunner:
         mc = self.model_config
         self.req_to_token_pool = ReqToTokenPool(req_slots + 1, ctx + 4, self.device)
         self.token_to_kv_pool = TokenToKVPool(
-            max_tokens, self._kv_dtype(), mc.num_key_value_heads, mc.head_dim, mc.num_hidden_layers, self.device
+            max_tokens, self._kv_dtype(), self.num_kv_heads, mc.head_dim, mc.num_hidden_layers, self.device
         )
         logger.info("KV pool: %d tokens, %d request slots", max_tokens, req_slots + 1)
 
@@ -209,55 +225,70 @@ class ModelRunner:
         return CudaGraphRunner(self)
 
     # ---- forward --------------------------------------------------------------------------
-    def build_forward_batch(self, batch) -> ForwardBatch:
+    def build_forward_batch(self, plan: ForwardPlan) -> ForwardBatch:
         dev = self.device
-        bs = len(batch.reqs)
         fb = ForwardBatch(
-            forward_mode=batch.forward_mode,
-            batch_size=bs,
-            input_ids=batch.input_ids,
-            positions=batch.positions,
-            req_pool_indices=to_device(batch.req_pool_indices(), torch.int64, dev),
-            seq_lens=to_device(batch.seq_lens, torch.int64, dev),
-            out_cache_loc=batch.out_cache_loc,
+            forward_mode=plan.forward_mode,
+            batch_size=plan.batch_size,
+            input_ids=plan.input_ids,
+            positions=plan.positions,
+            req_pool_indices=to_device(plan.req_pool_indices, torch.int64, dev),
+            seq_lens=to_device(plan.seq_lens, torch.int64, dev),
+            out_cache_loc=plan.out_cache_loc,
             req_to_token_pool=self.req_to_token_pool,
             token_to_kv_pool=self.token_to_kv_pool,
             attn_backend=self.attn_backend,
-            seq_lens_cpu=list(batch.seq_lens),
-            req_pool_indices_cpu=batch.req_pool_indices(),
+            seq_lens_cpu=list(plan.seq_lens),
+            req_pool_indices_cpu=list(plan.req_pool_indices),
         )
-        if batch.forward_mode.is_extend():
-            fb.extend_seq_lens_cpu = list(batch.extend_lens)
-            fb.extend_prefix_lens_cpu = list(batch.prefix_lens)
-            fb.extend_seq_lens = to_device(batch.extend_lens, torch.int64, dev)
-            fb.extend_prefix_lens = to_device(batch.prefix_lens, torch.int64, dev)
+        if plan.forward_mode.is_extend():
+            fb.extend_seq_lens_cpu = list(plan.extend_lens)
+            fb.extend_prefix_lens_cpu = list(plan.prefix_lens)
+            fb.extend_seq_lens = to_device(plan.extend_lens, torch.int64, dev)
+            fb.extend_prefix_lens = to_device(plan.prefix_lens, torch.int64, dev)
             starts = [0]
-            for n in batch.extend_lens[:-1]:
+            for n in plan.extend_lens[:-1]:
                 starts.append(starts[-1] + n)
             fb.extend_start_loc = to_device(starts, torch.int64, dev)
-            fb.num_decode_reqs = batch.num_decode_reqs
+            fb.num_decode_reqs = plan.num_decode_reqs
         return fb
 
     @torch.inference_mode()
+    def run_plan(self, plan: ForwardPlan) -> torch.Tensor:
+        """One forward: float32 logits of the plan's logit rows, or the hidden states when it
+        wants none. Every tensor-parallel rank runs each plan; rank 0 first sends it to the others."""
+        if self.plan_sender is not None:
+            self.plan_sender.publish(plan)
+        fb = self.build_forward_batch(plan)
+        if self.cuda_graph_runner is not None and self.cuda_graph_runner.can_run(fb):
+            return self.cuda_graph_runner.replay(fb)
+        self.attn_backend.init_forward_metadata(fb)
+        hidden = self.model.forward(fb.input_ids, fb.positions, fb)
+        if not plan.wants_logits:
+            return hidden
+        if plan.logit_rows is not None:
+            hidden = hidden[to_device(plan.logit_rows, torch.int64, hidden.device)]
+        return self.model.compute_logits(hidden)
+
+    @torch.inference_mode()
     def forward(self, batch) -> LogitsOutput:
-        fb = self.build_forward_batch(batch)
+        bs = len(batch.reqs)
+        if batch.forward_mode.is_decode():
+            with self.busy_timer.measure():
+                return LogitsOutput(self.run_plan(ForwardPlan.of_batch(batch, None)), [None] * bs)
+        rows, spans = extend_logit_rows(batch)
         with self.busy_timer.measure():
-            if self.cuda_graph_runner is not None and self.cuda_graph_runner.can_run(fb):
-                return LogitsOutput(self.cuda_graph_runner.replay(fb), [None] * fb.batch_size)
-            self.attn_backend.init_forward_metadata(fb)
-            hidden = self.model.forward(fb.input_ids, fb.positions, fb)
-            if fb.forward_mode.is_decode():
-                return LogitsOutput(self.model.compute_logits(hidden), [None] * fb.batch_size)
-            return self._extend_logits(batch, hidden)
+            logits = self.run_plan(ForwardPlan.of_batch(batch, rows))
+            last = to_device([a + n - 1 for a, n in spans], torch.int64, logits.device)
+            inputs = [logits[a : a + n - 1] if n > 1 else None for a, n in spans]
+            return LogitsOutput(logits[last], inputs)
 
     @torch.inference_mode()
     def forward_pooled(self, batch) -> torch.Tensor:
         """An extend batch of a pooling model -> float32 [bs, hidden]: per request, this forward's
         part of the pooling (layers/pooler.py); the scheduler combines a chunked prompt's parts."""
-        fb = self.build_forward_batch(batch)
         with self.busy_timer.measure():
-            self.attn_backend.init_forward_metadata(fb)
-            hidden = self.model.forward(fb.input_ids, fb.positions, fb)
+            hidden = self.run_plan(ForwardPlan.of_batch(batch, []))
             return pool_rows(hidden, batch.extend_lens, self.pooler.pooling_type)
 
     @torch.inference_mode()
@@ -266,20 +297,6 @@ class ModelRunner:
         if isinstance(self.model, PoolingModel):
             return self.model.embedding_head(pooled, num_tokens)
         return self.pooler.finish(pooled, num_tokens)  # a causal LM under --is-embedding
-
-    def _extend_logits(self, batch, hidden: torch.Tensor) -> LogitsOutput:
-        rows, spans, start = [], [], 0
-        for req, pre, ext in zip(batch.reqs, batch.prefix_lens, batch.extend_lens):
-            first = start + ext - 1
-            if req.return_logprob and req.input_token_logprobs is None and not req.is_chunked:
-                first = start + max(req.logprob_start_len - pre, 0)
-            spans.append((len(rows), start + ext - first))
-            rows.extend(range(first, start + ext))
-            start += ext
-        logits = self.model.compute_logits(hidden[to_device(rows, torch.int64, hidden.device)])
-        last = to_device([a + n - 1 for a, n in spans], torch.int64, logits.device)
-        inputs = [logits[a : a + n - 1] if n > 1 else None for a, n in spans]
-        return LogitsOutput(logits[last], inputs)
 
 
 def pooler_of(model) -> Pooler:
@@ -311,7 +328,7 @@ def throwaway_extend(runner: "ModelRunner", extend_lens: List[int], prefix_lens:
     seq = [p + e for p, e in zip(prefix_lens, extend_lens)]
     starts = [sum(extend_lens[:i]) for i in range(bs)]
     r2t = ReqToTokenPool(bs + 1, mc.context_len + 4, dev)
-    kv = TokenToKVPool(sum(seq) + 1, runner._kv_dtype(), mc.num_key_value_heads, mc.head_dim, mc.num_hidden_layers, dev)
+    kv = TokenToKVPool(sum(seq) + 1, runner._kv_dtype(), runner.num_kv_heads, mc.head_dim, mc.num_hidden_layers, dev)
     cuda = torch.device(dev).type == "cuda"
     if cuda:
         torch.cuda.synchronize()

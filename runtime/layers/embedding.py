@@ -6,10 +6,13 @@ vocabulary on the last rank are zero padding (their logits are cut off by the lo
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sgl.runtime.distributed.parallel_state import all_reduce, resolve_tp
 from sgl.runtime.layers.cpu_gemm import PackableWeight
 from sgl.runtime.layers.linear import ShardId, copy_checked, make_param
 
@@ -17,8 +20,10 @@ from sgl.runtime.layers.linear import ShardId, copy_checked, make_param
 class VocabParallelEmbedding(PackableWeight, nn.Module):
     """Token embeddings; also the LM head when the model ties them (`matmul`, a packed copy on CPU)."""
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, tp_rank: int = 0, tp_size: int = 1):
+    def __init__(self, num_embeddings: int, embedding_dim: int, tp_rank: Optional[int] = None,
+                 tp_size: Optional[int] = None):
         super().__init__()
+        tp_rank, tp_size = resolve_tp(tp_rank, tp_size)
         if num_embeddings <= 0 or embedding_dim <= 0:
             raise ValueError(f"embedding needs positive sizes, got vocab {num_embeddings}, dim {embedding_dim}")
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
@@ -44,8 +49,7 @@ class VocabParallelEmbedding(PackableWeight, nn.Module):
         outside = (input_ids < self.vocab_start) | (input_ids >= self.vocab_end)
         local = (input_ids - self.vocab_start).masked_fill(outside, 0)
         out = F.embedding(local, self.weight).masked_fill(outside.unsqueeze(-1), 0)
-        torch.distributed.all_reduce(out)
-        return out
+        return all_reduce(out)
 
     def extra_repr(self) -> str:
         return f"vocab={self.num_embeddings}, dim={self.embedding_dim}, rows=[{self.vocab_start}, {self.vocab_end})"

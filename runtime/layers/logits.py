@@ -11,23 +11,23 @@ from typing import Optional
 import torch
 from torch import nn
 
+from sgl.runtime.distributed.parallel_state import all_gather
 from sgl.runtime.executor.forward_batch import ForwardBatch
 
 
 class LogitsProcessor(nn.Module):
-    def __init__(self, vocab_size: int, tp_size: int = 1, final_logit_softcapping: Optional[float] = None):
+    def __init__(self, vocab_size: int, final_logit_softcapping: Optional[float] = None):
         super().__init__()
         self.vocab_size = vocab_size
-        self.tp_size = tp_size
         self.final_logit_softcapping = final_logit_softcapping
 
     def forward(self, hidden_states: torch.Tensor, lm_head: nn.Module) -> torch.Tensor:
         """hidden_states [N, hidden] -> float32 logits [N, vocab_size]."""
         if hidden_states.dim() != 2:
             raise ValueError(f"hidden_states must be [N, hidden], got shape {tuple(hidden_states.shape)}")
-        logits = lm_head.matmul(hidden_states)
-        if self.tp_size > 1:
-            logits = _gather_vocab(logits, self.tp_size)
+        # under tensor parallelism each rank holds a slice of the vocabulary (the padding rows past
+        # its end are cut off below)
+        logits = all_gather(lm_head.matmul(hidden_states))
         logits = logits[:, : self.vocab_size].float()
         if self.final_logit_softcapping:
             cap = self.final_logit_softcapping
@@ -45,8 +45,3 @@ def last_token_indices(forward_batch: ForwardBatch) -> torch.Tensor:
         raise ValueError("an extend ForwardBatch needs extend_seq_lens to select last tokens")
     return torch.cumsum(forward_batch.extend_seq_lens.to(device), dim=0) - 1
 
-
-def _gather_vocab(logits: torch.Tensor, world: int) -> torch.Tensor:
-    parts = [torch.empty_like(logits) for _ in range(world)]
-    torch.distributed.all_gather(parts, logits.contiguous())
-    return torch.cat(parts, dim=-1)

@@ -11,11 +11,16 @@ from typing import List, Optional, Tuple
 
 import torch
 
+from sgl.runtime.executor.host_to_device import to_device
 from sgl.runtime.mem.allocator import SlotAllocator
 
 
 class ReqToTokenPool:
-    """[size, max_context_len] int32 table: row r holds the KV slots of the request in slot r."""
+    """[size, max_context_len] int32 table: row r holds the KV slots of the request in slot r.
+
+    Every change to the table goes through `write` or `write_cells`. Under tensor parallelism rank
+    0's pool keeps a `journal` of them, which rides to the other ranks with the next forward plan
+    (executor/forward_plan.py), so their tables stay identical without their own scheduler."""
 
     def __init__(self, size: int, max_context_len: int, device: str):
         self.size = size
@@ -23,6 +28,7 @@ class ReqToTokenPool:
         self.device = device
         self.req_to_token = torch.zeros((size, max_context_len), dtype=torch.int32, device=device)
         self.free_slots: List[int] = list(range(size))
+        self.journal: Optional[list] = None  # a list while writes are recorded
 
     def available_size(self) -> int:
         return len(self.free_slots)
@@ -39,7 +45,22 @@ class ReqToTokenPool:
         self.free_slots.append(index)
 
     def write(self, row: int, start: int, slots: torch.Tensor) -> None:
+        """Columns start.. of `row` = `slots`."""
         self.req_to_token[row, start : start + len(slots)] = slots.to(torch.int32)
+        if self.journal is not None:
+            self.journal.append((row, start, slots.clone()))
+
+    def write_cells(self, rows: List[int], cols: List[int], slots: torch.Tensor) -> None:
+        """Cell (rows[i], cols[i]) = slots[i], for every i."""
+        index = (to_device(rows, torch.int64, self.device), to_device(cols, torch.int64, self.device))
+        self.req_to_token[index] = slots.to(torch.int32)
+        if self.journal is not None:
+            self.journal.append((list(rows), list(cols), slots.clone()))
+
+    def take_journal(self) -> list:
+        """The writes recorded since the last call."""
+        writes, self.journal = self.journal, []
+        return writes
 
     def clear(self) -> None:
         self.free_slots = list(range(self.size))

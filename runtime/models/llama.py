@@ -80,7 +80,9 @@ class LlamaAttention(nn.Module):
         kv_heads = getattr(config, "num_key_value_heads", None) or heads
         self.head_dim = head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
         self.qkv_proj = QKVParallelLinear(config.hidden_size, head_dim, heads, kv_heads, bias=options.qkv_bias)
-        self.o_proj = RowParallelLinear(heads * head_dim, config.hidden_size, bias=False)
+        # under tensor parallelism the output projection reads the query heads this rank holds
+        self.o_proj = RowParallelLinear(heads * head_dim, config.hidden_size, bias=False,
+                                        input_part=self.qkv_proj.q_part)
         self.q_size, self.kv_size = self.qkv_proj.q_size, self.qkv_proj.kv_size
         self.rotary_emb = rope_from_config(config, head_dim)
         self.q_norm = RMSNorm(head_dim, config.rms_norm_eps) if options.qk_norm else None

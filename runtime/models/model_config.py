@@ -12,6 +12,7 @@ from typing import Any, Optional, Set
 import torch
 from transformers import AutoConfig, PretrainedConfig
 
+from sgl.runtime.distributed.partition import balanced_part, shard_heads
 from sgl.runtime.layers.rotary import rope_params
 from sgl.runtime.models import gguf_file
 
@@ -147,14 +148,16 @@ class ModelConfig:
             is_generation=not issubclass(model_cls, PoolingModel),
         )
 
-    def get_num_kv_heads(self, tp_size: int) -> int:
-        """KV heads per tensor-parallel rank (replicated when there are fewer heads than ranks)."""
-        return max(1, self.num_key_value_heads // tp_size)
+    def get_num_kv_heads(self, tp_size: int, tp_rank: int = 0) -> int:
+        """KV heads tensor-parallel rank `tp_rank` stores (one, replicated, when there are fewer
+        heads than ranks; ranks may differ by one: distributed/partition.py)."""
+        if tp_size >= self.num_key_value_heads:
+            return 1
+        return balanced_part(self.num_key_value_heads, tp_rank, tp_size).size
 
-    def get_num_attention_heads(self, tp_size: int) -> int:
-        if self.num_attention_heads % tp_size:
-            raise ValueError(f"tp_size {tp_size} does not divide num_attention_heads {self.num_attention_heads}")
-        return self.num_attention_heads // tp_size
+    def get_num_attention_heads(self, tp_size: int, tp_rank: int = 0) -> int:
+        """Query heads rank `tp_rank` computes; ValueError naming --tp-size when the heads cannot be split."""
+        return shard_heads(self.num_attention_heads, self.num_key_value_heads, tp_rank, tp_size).q.size
 
 
 def resolve_model_path(model_path: Optional[str]) -> str:

@@ -86,9 +86,8 @@ class ScheduleBatch:
         out_loc = self.alloc_token_slots(bs)
         # KV exists for every token but the last one, whether or not the host has seen it yet.
         self.seq_lens = [r.kv_allocated_len + 1 for r in self.reqs]
-        rows = to_device([r.req_pool_idx for r in self.reqs], torch.int64, self.device)
-        cols = to_device([r.kv_allocated_len for r in self.reqs], torch.int64, self.device)
-        self.req_to_token_pool.req_to_token[rows, cols] = out_loc.to(torch.int32)
+        self.req_to_token_pool.write_cells([r.req_pool_idx for r in self.reqs],
+                                           [r.kv_allocated_len for r in self.reqs], out_loc)
         for req in self.reqs:
             req.kv_allocated_len += 1
         self.out_cache_loc = out_loc

@@ -10,11 +10,12 @@ with code 1 (docs/server.md, "Processes and lifetime"). Idle time between steps 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from contextlib import contextmanager
 from typing import Callable, Iterator, Optional
+
+from sgl.runtime.entry.process_utils import exit_now
 
 logger = logging.getLogger(__name__)
 
@@ -27,9 +28,7 @@ _MIN_POLL_S = 0.005
 
 def exit_process(elapsed_s: float) -> None:
     """The default action: flush the logs and end the process at once (the step may never return)."""
-    for handler in logging.getLogger().handlers:
-        handler.flush()
-    os._exit(EXIT_CODE)
+    exit_now(EXIT_CODE)
 
 
 class Watchdog:

@@ -31,6 +31,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if server_args.node_rank > 0:
+        from sgl.runtime.entry.worker_node import run_worker_node
+
+        return run_worker_node(server_args)  # a node of a multi-node TP group without HTTP
     return launch_server(server_args)
 
 
@@ -108,7 +112,8 @@ async def _warm_up(server_args: ServerArgs, server, outcome: _Outcome, is_genera
         await asyncio.sleep(0.05)
     if not server_args.skip_server_warmup:
         try:
-            await _send_warmup(server_args, is_generation)
+            for _ in range(server_args.dp_size):  # one for each data-parallel replica (round robin)
+                await _send_warmup(server_args, is_generation)
         except Exception as e:  # any failure means the server cannot serve
             outcome.fail(server, f"The warm-up request failed: {type(e).__name__}: {e}")
             return

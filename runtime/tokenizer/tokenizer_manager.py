@@ -17,6 +17,7 @@ from typing import Any, AsyncIterator, Dict, List, Optional
 import zmq
 import zmq.asyncio
 
+from sgl.runtime.tokenizer.dispatcher import SchedulerDispatcher, merge_states
 from sgl.runtime.tokenizer.generate_input import GenerateReqInput, SingleReq, _new_rid
 from sgl.runtime.ipc.messages import (
     AbortReq,
@@ -65,8 +66,9 @@ class TokenizerManager:
         self.ctx = zmq.asyncio.Context(2)
         self.recv_from_detokenizer = self.ctx.socket(zmq.PULL)
         self.recv_from_detokenizer.bind(port_args.tokenizer_ipc_name)
-        self.send_to_scheduler = self.ctx.socket(zmq.PUSH)
-        self.send_to_scheduler.connect(port_args.scheduler_input_ipc_name)
+        # the scheduler, or one of --dp-size replicas per request
+        self.dispatcher = SchedulerDispatcher(self.ctx, port_args.scheduler_input_ipc_names,
+                                              getattr(server_args, "load_balance_method", "round_robin"))
         self.rid_to_state: Dict[str, ReqState] = {}
         self._control_waiters: Dict[type, List[asyncio.Future]] = {}
         self.dead_reason: Optional[str] = None
@@ -111,16 +113,14 @@ class TokenizerManager:
         return await self._wait_all(prepared, obj.is_single(), is_disconnected)
 
     async def flush_cache(self) -> bool:
-        resp = await self._control(FlushCacheReq(), FlushCacheResp)
-        return resp.success
+        return all(resp.success for resp in await self._control(FlushCacheReq(), FlushCacheResp))
 
     async def get_internal_state(self) -> dict:
-        resp = await self._control(GetInternalStateReq(), GetInternalStateResp)
-        return resp.state
+        return merge_states([resp.state for resp in await self._control(GetInternalStateReq(), GetInternalStateResp)])
 
     def abort_request(self, rid: str) -> None:
         if rid in self.rid_to_state:
-            self.send_to_scheduler.send_pyobj(AbortReq(rid))
+            self.dispatcher.send_to_owner(rid, AbortReq(rid))
 
     # ---- preparation --------------------------------------------------------------------
     def _prepare(self, item: SingleReq):
@@ -177,9 +177,10 @@ class TokenizerManager:
         state = ReqState()
         self.rid_to_state[item.rid] = state
         if not self.model_config.is_generation:  # a pooling model serves nothing else
-            self.send_to_scheduler.send_pyobj(TokenizedEmbeddingReqInput(item.rid, item.text, list(ids)))
+            self.dispatcher.send_request(item.rid, TokenizedEmbeddingReqInput(item.rid, item.text, list(ids)))
             return state
-        self.send_to_scheduler.send_pyobj(
+        self.dispatcher.send_request(
+            item.rid,
             TokenizedGenerateReqInput(
                 rid=item.rid, input_text=item.text, input_ids=list(ids), sampling_params=params,
                 return_logprob=item.return_logprob, logprob_start_len=item.logprob_start_len,
@@ -303,6 +304,8 @@ class TokenizerManager:
         if state.first_token_time is None and out.output_ids:
             state.first_token_time = time.perf_counter()
         state.finished = out.finished_reason is not None
+        if state.finished:
+            self.dispatcher.finished(out.rid)
         state.event.set()
         if self.metrics is not None:
             self.metrics.observe(state, out)
@@ -312,20 +315,23 @@ class TokenizerManager:
         if waiters:
             waiters.pop(0).set_result(msg)
 
-    async def _control(self, req, resp_type):
+    async def _control(self, req, resp_type) -> list:
+        """Every replica's response to a control message."""
         self._check_alive()
-        fut = asyncio.get_running_loop().create_future()
-        self._control_waiters.setdefault(resp_type, []).append(fut)
-        self.send_to_scheduler.send_pyobj(req)
-        return await asyncio.wait_for(fut, timeout=60)
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in range(self.dispatcher.size)]
+        self._control_waiters.setdefault(resp_type, []).extend(futures)
+        self.dispatcher.send_all(req)
+        return await asyncio.wait_for(asyncio.gather(*futures), timeout=60)
 
     async def _watch_processes(self) -> None:
         while self.dead_reason is None:
             await asyncio.sleep(0.5)
-            for proc in self.procs:
-                if not proc.is_alive():
-                    self._on_death(f"{proc.name} process died (exit code {proc.exitcode})")
-                    break
+            # every dead one: when a tensor-parallel rank dies the others follow, and the first to
+            # go is the cause
+            dead = [f"{proc.name} process died (exit code {proc.exitcode})" for proc in self.procs if not proc.is_alive()]
+            if dead:
+                self._on_death("; ".join(dead))
 
     def _on_death(self, reason: str) -> None:
         logger.error("Runtime failure: %s", reason)
@@ -346,7 +352,7 @@ class TokenizerManager:
         for task in self._tasks:
             task.cancel()
         self.recv_from_detokenizer.close(linger=0)
-        self.send_to_scheduler.close(linger=0)
+        self.dispatcher.close()
         self.ctx.term()
 
 

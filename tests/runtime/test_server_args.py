@@ -127,8 +127,6 @@ def test_every_field_is_read_or_refused():
 
 # ---- refusals the issue named, through ServerArgs and the CLI -----------------------------------
 REFUSED = [
-    ({"tp_size": 2}, "--tp-size 2", "tensor parallelism"),
-    ({"dp_size": 2}, "--dp-size 2", "data parallelism"),
     ({"attention_backend": "flashinfer"}, "--attention-backend flashinfer", "planned"),
     ({"quantization": "fp8"}, "--quantization fp8", "quantization"),
     ({"cpu_offload_gb": 4}, "--cpu-offload-gb 4", "use 0"),

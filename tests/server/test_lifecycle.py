@@ -11,17 +11,9 @@ import time
 
 import requests
 
-from sgltest.server_process import ServerProcess
+from sgltest.server_process import ServerProcess, pid_alive
 
 SMALL = ["--max-total-tokens", "2048", "--skip-server-warmup"]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_sigterm_shuts_down_cleanly():
@@ -32,9 +24,9 @@ def test_sigterm_shuts_down_cleanly():
         assert requests.get(proc.url + "/health", timeout=30).status_code == 200
         assert proc.terminate(30) == 0
         deadline = time.monotonic() + 10
-        while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+        while any(pid_alive(pid) for pid in children) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not any(_alive(pid) for pid in children), "orphaned runtime processes"
+        assert not any(pid_alive(pid) for pid in children), "orphaned runtime processes"
     finally:
         proc.stop()
 
@@ -69,8 +61,8 @@ def test_scheduler_death_exits_nonzero_within_10s():
         assert "scheduler process died" in error["message"]
         assert "scheduler process died" in proc.log_text()  # the cause is logged
         deadline = time.monotonic() + 5
-        while _alive(detokenizer) and time.monotonic() < deadline:
+        while pid_alive(detokenizer) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not _alive(detokenizer)
+        assert not pid_alive(detokenizer)
     finally:
         proc.stop()

@@ -17,8 +17,8 @@ LAYERS = 2
 
 def fake_runner(heads: int, head_dim: int, device: str, splits: int = 3, kv_heads: int = 1):
     """What TritonAttnBackend reads off a ModelRunner."""
-    mc = SimpleNamespace(head_dim=head_dim, get_num_attention_heads=lambda tp: heads // tp,
-                         get_num_kv_heads=lambda tp: max(1, kv_heads // tp))
+    mc = SimpleNamespace(head_dim=head_dim, get_num_attention_heads=lambda tp, rank=0: heads // tp,
+                         get_num_kv_heads=lambda tp, rank=0: max(1, kv_heads // tp))
     sa = SimpleNamespace(triton_attention_num_kv_splits=splits, tp_size=1)
     return SimpleNamespace(server_args=sa, model_config=mc, device=device)
 

@@ -64,16 +64,7 @@ class ServerProcess:
 
     def children(self) -> List[int]:
         """Pids whose parent is the server process (its scheduler and detokenizer)."""
-        out = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    with open(f"/proc/{entry}/stat") as f:
-                        if int(f.read().rsplit(")", 1)[1].split()[1]) == self.proc.pid:
-                            out.append(int(entry))
-                except (OSError, IndexError, ValueError):
-                    continue
-        return out
+        return children_of(self.proc.pid)
 
     def child_pid(self, kind: str) -> int:
         for pid in self.children():
@@ -114,6 +105,29 @@ class ServerProcess:
         self.proc.wait(10)
         self.log.close()
         os.unlink(self.log.name)
+
+
+def pid_alive(pid: int) -> bool:
+    """Running (not gone, not a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def children_of(parent: int) -> List[int]:
+    """Pids whose parent is `parent`."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == parent:
+                        out.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue
+    return out
 
 
 def _is_runtime_child(pid: int) -> bool:
