@@ -23,6 +23,7 @@ rows; the number of rows is read on the device, so the launch has a fixed grid a
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Optional
 
@@ -89,10 +90,13 @@ def pinned_empty(shape, dtype: torch.dtype, device: torch.device) -> torch.Tenso
     store = torch.int16 if dtype == torch.bfloat16 else dtype
     t = torch.zeros(shape, dtype=store)
     if torch.device(device).type == "cuda" and t.numel():
-        err = torch.cuda.cudart().cudaHostRegister(t.data_ptr(), t.numel() * t.element_size(), 0)
+        cudart = torch.cuda.cudart()
+        err = cudart.cudaHostRegister(t.data_ptr(), t.numel() * t.element_size(), 0)
         if int(err) != 0:
             raise RuntimeError(f"cudaHostRegister of {t.numel() * t.element_size() / 2**30:.2f} GiB failed "
                                f"(error {int(err)}): not enough host memory can be page-locked")
+        # unlock the pages when the pool goes (a later pool may get the same memory and lock it again)
+        weakref.finalize(t, cudart.cudaHostUnregister, t.data_ptr())
     return t
 
 
