@@ -49,7 +49,7 @@ import torch
 import triton
 import triton.language as tl
 
-from sgl.kernels.hip_offload import TokenCache
+from sgl.kernels.hip_offload import TokenCache, cache_lookup, read_cached
 from sgl.kernels.utils import check_last_dim_contiguous, check_same_device, dot_in_fp32, dot_precision, next_pow2
 
 LOG2E = 1.4426950408889634
@@ -149,51 +149,30 @@ def _rope(x1, x2, Cos, Sin, pos, stride_c, stride_s, offs_h, mask, HALF: tl.cons
 
 
 @triton.jit
-def _load_keys(K, V, bt_row, idx, key_ok, pos, kv_head, stride_kt, stride_kh, stride_vt, stride_vh,
+def _load_keys(K, V, BankK, BankV, Page, Touch, bt_row, idx, key_ok, pos, kv_head,
+               stride_kt, stride_kh, stride_vt, stride_vh,
                Cos, Sin, stride_c, stride_s, offs_h, offs_d, dot_dtype,
-               HALF: tl.constexpr, HEAD_DIM: tl.constexpr, EXTEND: tl.constexpr):
+               HALF: tl.constexpr, HEAD_DIM: tl.constexpr, EXTEND: tl.constexpr, OFFLOAD: tl.constexpr):
     """Gather the key halves [N, BLOCK_DH] and values [N, BLOCK_D] of tokens `idx` (rows with
-    key_ok False read 0), rotated when EXTEND, in `dot_dtype`."""
+    key_ok False read 0), rotated when EXTEND, in `dot_dtype`. OFFLOAD: K and V are host memory, read
+    only for the tokens the cache (BankK/BankV, Page) misses; every read token is marked in Touch
+    (sgl.kernels.hip_offload)."""
     slots = tl.load(bt_row + idx.to(tl.int64), mask=key_ok, other=0).to(tl.int64)
+    crow = cache_lookup(Page, Touch, slots, key_ok, OFFLOAD)
+    hit = (crow >= 0)[:, None]
+    crow0 = tl.maximum(crow, 0)[:, None]
     h_mask = key_ok[:, None] & (offs_h[None, :] < HALF)
-    kp = K + slots[:, None] * stride_kt + kv_head * stride_kh + offs_h[None, :]
-    k1 = tl.load(kp, mask=h_mask, other=0.0)
-    k2 = tl.load(kp + HALF, mask=h_mask, other=0.0)
+    k_in = kv_head * stride_kh + offs_h[None, :]
+    k_off = slots[:, None] * stride_kt + k_in
+    c_off = crow0 * stride_kt + k_in
+    k1 = read_cached(K, BankK, k_off, c_off, hit, h_mask, OFFLOAD)
+    k2 = read_cached(K, BankK, k_off + HALF, c_off + HALF, hit, h_mask, OFFLOAD)
     if EXTEND:
         k1, k2 = _rope(k1.to(tl.float32), k2.to(tl.float32), Cos, Sin, pos, stride_c, stride_s, offs_h, key_ok,
                        HALF)
-    v = tl.load(V + slots[:, None] * stride_vt + kv_head * stride_vh + offs_d[None, :],
-                mask=key_ok[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)
-    return k1.to(dot_dtype), k2.to(dot_dtype), v.to(dot_dtype)
-
-
-@triton.jit
-def _load_keys_offload(K, V, BankK, BankV, Page, Touch, bt_row, idx, key_ok, pos, kv_head,
-                       stride_kt, stride_kh, stride_vt, stride_vh,
-                       Cos, Sin, stride_c, stride_s, offs_h, offs_d, dot_dtype,
-                       HALF: tl.constexpr, HEAD_DIM: tl.constexpr, EXTEND: tl.constexpr):
-    """`_load_keys` over an offloaded pool: K and V in host memory, read only for tokens the cache
-    (BankK/BankV, Page) misses; every read token is marked in Touch (sgl.kernels.hip_offload)."""
-    slots = tl.load(bt_row + idx.to(tl.int64), mask=key_ok, other=0).to(tl.int64)
-    crow = tl.load(Page + slots, mask=key_ok, other=-1).to(tl.int64)
-    tl.store(Touch + slots, tl.full(slots.shape, 1, tl.int8), mask=key_ok)
-    hit = (crow >= 0)[:, None]
-    miss = (crow < 0)[:, None]
-    crow0 = tl.maximum(crow, 0)
-    h_mask = key_ok[:, None] & (offs_h[None, :] < HALF)
-    k_in = kv_head * stride_kh + offs_h[None, :]
-    kp = K + slots[:, None] * stride_kt + k_in
-    cp = BankK + crow0[:, None] * stride_kt + k_in
-    k1 = tl.where(hit, tl.load(cp, mask=h_mask & hit, other=0.0).to(tl.float32),
-                  tl.load(kp, mask=h_mask & miss, other=0.0).to(tl.float32))
-    k2 = tl.where(hit, tl.load(cp + HALF, mask=h_mask & hit, other=0.0).to(tl.float32),
-                  tl.load(kp + HALF, mask=h_mask & miss, other=0.0).to(tl.float32))
-    if EXTEND:
-        k1, k2 = _rope(k1, k2, Cos, Sin, pos, stride_c, stride_s, offs_h, key_ok, HALF)
-    v_mask = key_ok[:, None] & (offs_d[None, :] < HEAD_DIM)
     v_in = kv_head * stride_vh + offs_d[None, :]
-    v = tl.where(hit, tl.load(BankV + crow0[:, None] * stride_vt + v_in, mask=v_mask & hit, other=0.0).to(tl.float32),
-                 tl.load(V + slots[:, None] * stride_vt + v_in, mask=v_mask & miss, other=0.0).to(tl.float32))
+    v = read_cached(V, BankV, slots[:, None] * stride_vt + v_in, crow0 * stride_vt + v_in, hit,
+                    key_ok[:, None] & (offs_d[None, :] < HEAD_DIM), OFFLOAD)
     return k1.to(dot_dtype), k2.to(dot_dtype), v.to(dot_dtype)
 
 
@@ -280,8 +259,9 @@ def _bsa_prefill_kernel(
         vk = v0 + tl.arange(0, BLOCK_N)
         idx, far, key_ok, pos = _key_tile(vk, n_sink, n_sel, n_all, win_lo, far_first, base, sink, far_last,
                                           starts_row, stride_sk, BLOCK_K)
-        k1, k2, v = _load_keys(K, V, bt_row, idx, key_ok, pos, kv_head, stride_kt, stride_kh, stride_vt, stride_vh,
-                               Cos, Sin, stride_c, stride_s, offs_h, offs_d, dot_dtype, HALF, HEAD_DIM, EXTEND)
+        k1, k2, v = _load_keys(K, V, K, V, BlockTable, BlockTable, bt_row, idx, key_ok, pos, kv_head,
+                               stride_kt, stride_kh, stride_vt, stride_vh, Cos, Sin, stride_c, stride_s, offs_h, offs_d,
+                               dot_dtype, HALF, HEAD_DIM, EXTEND, False)
         kk = idx[None, :]
         qp = qpos[:, None]
         visible = tl.where(far[None, :], kk <= qp - window, (kk > qp - window) & (kk <= qp))
@@ -349,14 +329,9 @@ def _bsa_decode_split_kernel(
         # tiles never cross v_lo + per_split (both multiples of BLOCK_N): no key of the next split leaks in
         idx, far, key_ok, pos = _key_tile(vk, n_sink, n_sel, v_hi, win_lo, far_first, base, sink, far_last,
                                           starts_row, stride_sk, BLOCK_K)
-        if OFFLOAD:
-            k1, k2, v = _load_keys_offload(K, V, BankK, BankV, Page, Touch, bt_row, idx, key_ok, pos, kv_head,
-                                           stride_kt, stride_kh, stride_vt, stride_vh, Cos, Sin, stride_c, stride_s,
-                                           offs_h, offs_d, dot_dtype, HALF, HEAD_DIM, EXTEND)
-        else:
-            k1, k2, v = _load_keys(K, V, bt_row, idx, key_ok, pos, kv_head, stride_kt, stride_kh, stride_vt,
-                                   stride_vh, Cos, Sin, stride_c, stride_s, offs_h, offs_d, dot_dtype, HALF, HEAD_DIM,
-                                   EXTEND)
+        k1, k2, v = _load_keys(K, V, BankK, BankV, Page, Touch, bt_row, idx, key_ok, pos, kv_head,
+                               stride_kt, stride_kh, stride_vt, stride_vh, Cos, Sin, stride_c, stride_s, offs_h, offs_d,
+                               dot_dtype, HALF, HEAD_DIM, EXTEND, OFFLOAD)
         # one query: every listed key is visible (far keys were checked against p - window above)
         visible = key_ok[None, :] & row_ok[:, None]
         acc, m_i, l_i = _softmax_step(q1, q2, k1, k2, v, visible, acc, m_i, l_i, DOT_PRECISION)

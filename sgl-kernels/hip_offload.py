@@ -111,6 +111,30 @@ def host_buffer(shape, dtype: torch.dtype, device: torch.device):
 
 
 @triton.jit
+def cache_lookup(Page, Touch, slots, mask, OFFLOAD: tl.constexpr):
+    """The cache row of each pool slot (-1: not cached), every read slot marked in Touch; without
+    OFFLOAD nothing is read and every row is -1."""
+    if OFFLOAD:
+        crow = tl.load(Page + slots, mask=mask, other=-1).to(tl.int64)
+        tl.store(Touch + slots, tl.full(slots.shape, 1, tl.int8), mask=mask)
+    else:
+        crow = tl.full(slots.shape, -1, tl.int64)
+    return crow
+
+
+@triton.jit
+def read_cached(Host, Bank, host_off, bank_off, hit, mask, OFFLOAD: tl.constexpr):
+    """Values at Host + host_off, taken from Bank + bank_off where `hit` (a cached row) with OFFLOAD:
+    float32, each masked-out or other-side lane costing no memory read. Without OFFLOAD the plain
+    load in the pool's dtype."""
+    if OFFLOAD:
+        return tl.where(hit, tl.load(Bank + bank_off, mask=mask & hit, other=0.0).to(tl.float32),
+                        tl.load(Host + host_off, mask=mask & (hit == 0), other=0.0).to(tl.float32))
+    else:
+        return tl.load(Host + host_off, mask=mask, other=0.0)
+
+
+@triton.jit
 def _fill_rows_kernel(Src, Dst, Tokens, Rows, Count, row_elems, ROW_BLOCK: tl.constexpr, BLOCK: tl.constexpr):
     i = tl.program_id(0)
     if i >= tl.load(Count):

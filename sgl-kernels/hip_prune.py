@@ -55,7 +55,7 @@ import torch
 import triton
 import triton.language as tl
 
-from sgl.kernels.hip_offload import TokenCache
+from sgl.kernels.hip_offload import TokenCache, cache_lookup, read_cached
 from sgl.kernels.hip_reference import INVALID, ROPE_NONE, ROPE_RELATIVE, ROPE_STREAMING
 from sgl.kernels.utils import check_last_dim_contiguous, check_same_device, dot_in_fp32, dot_precision, next_pow2
 
@@ -329,19 +329,13 @@ def _row_keys(K, Bank, Page, Touch, Cos, Sin, slots, active, offs_c, offs_h, h_m
     d_mask = offs_d < HALF_DIM
     m = active[:, None, None] & h_mask[None, :, None] & d_mask[None, None, :]
     inner = offs_h[None, :, None] * stride_kh + offs_d[None, None, :]
-    base = K + slots[:, None, None] * stride_kt + inner
-    if OFFLOAD:
-        crow = tl.load(Page + slots, mask=active, other=-1).to(tl.int64)
-        tl.store(Touch + slots, tl.full(slots.shape, 1, tl.int8), mask=active)
-        hit = (crow >= 0)[:, None, None]
-        cbase = Bank + tl.maximum(crow, 0)[:, None, None] * stride_kt + inner
-        k1 = tl.where(hit, tl.load(cbase, mask=m & hit, other=0.0).to(tl.float32),
-                      tl.load(base, mask=m & (crow < 0)[:, None, None], other=0.0).to(tl.float32))
-        k2 = tl.where(hit, tl.load(cbase + HALF_DIM, mask=m & hit, other=0.0).to(tl.float32),
-                      tl.load(base + HALF_DIM, mask=m & (crow < 0)[:, None, None], other=0.0).to(tl.float32))
-    else:
-        k1 = tl.load(base, mask=m, other=0.0).to(tl.float32)  # one gather for every KV head
-        k2 = tl.load(base + HALF_DIM, mask=m, other=0.0).to(tl.float32)
+    crow = cache_lookup(Page, Touch, slots, active, OFFLOAD)
+    hit = (crow >= 0)[:, None, None]
+    k_off = slots[:, None, None] * stride_kt + inner
+    c_off = tl.maximum(crow, 0)[:, None, None] * stride_kt + inner
+    # one gather for every KV head
+    k1 = read_cached(K, Bank, k_off, c_off, hit, m, OFFLOAD).to(tl.float32)
+    k2 = read_cached(K, Bank, k_off + HALF_DIM, c_off + HALF_DIM, hit, m, OFFLOAD).to(tl.float32)
     if ROPE_MODE == 1:
         cm = active[:, None] & d_mask[None, :]
         c = tl.load(Cos + offs_c[:, None] * stride_cos + offs_d[None, :], mask=cm, other=0.0)[:, None, :]
