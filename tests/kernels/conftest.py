@@ -1,17 +1,13 @@
 """Kernel tests run on CPU through the Triton interpreter (tiny shapes) or, where CUDA is present and
-TRITON_INTERPRET is unset, on the GPU. Without CUDA the interpreter is switched on here, before any
-kernel module is imported (triton.jit reads the variable when a kernel is defined)."""
+TRITON_INTERPRET is unset, on the GPU. Without CUDA, tests/conftest.py switches the interpreter on
+before anything is collected."""
 
 from __future__ import annotations
 
 import importlib.util
-import os
 
 import pytest
 import torch
-
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 if importlib.util.find_spec("triton") is None:
     collect_ignore_glob = ["test_*.py"]
